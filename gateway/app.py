@@ -1,0 +1,79 @@
+"""``create_app(settings)``: the one place the gateway is assembled."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from litestar import Litestar
+from litestar.config.compression import CompressionConfig
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.errors import exception_handlers
+from gateway.health import healthz, readyz
+from gateway.observability import RequestIdMiddleware, configure_tracing
+from gateway.runtime import GatewayRuntime, TemporalHandle
+from tenants.db import create_app_engine, create_sessionmaker
+from tenants.settings import Settings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    engine: AsyncEngine | None = None,
+    temporal: TemporalHandle | None = None,
+    extra_route_handlers: Sequence[Any] = (),
+) -> Litestar:
+    provider = configure_tracing(settings)
+    owns_engine = engine is None
+    engine = engine or create_app_engine(settings)
+    if provider is not None:
+        from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+        SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, tracer_provider=provider)
+    runtime = GatewayRuntime(
+        settings=settings,
+        engine=engine,
+        sessions=create_sessionmaker(engine),
+        temporal=temporal or TemporalHandle(settings),
+    )
+
+    async def _shutdown() -> None:
+        if owns_engine:
+            await engine.dispose()
+
+    plugins: list[Any] = []
+    if provider is not None:
+        plugins.append(OpenTelemetryPlugin(OpenTelemetryConfig(tracer_provider=provider)))
+
+    return Litestar(
+        route_handlers=[healthz, readyz, *extra_route_handlers],
+        dependencies={
+            "runtime": Provide(lambda: runtime, sync_to_thread=False),
+            "settings": Provide(lambda: settings, sync_to_thread=False),
+            "sessions": Provide(lambda: runtime.sessions, sync_to_thread=False),
+        },
+        middleware=[DefineMiddleware(RequestIdMiddleware)],
+        exception_handlers=exception_handlers,
+        openapi_config=OpenAPIConfig(
+            title="Metacloud API",
+            version="1.0.0",
+            path="/schema",
+            render_plugins=[SwaggerRenderPlugin()],
+        ),
+        plugins=plugins,
+        compression_config=CompressionConfig(backend="gzip", minimum_size=1024),
+        on_shutdown=[_shutdown],
+        debug=False,
+        logging_config=None,
+    )

