@@ -67,7 +67,7 @@ class TenantOwned:
     """Mixin for every row that belongs to one org. Its table must be under RLS (see ``tenants.rls``)."""
 
     @declared_attr
-    def org_id(cls) -> Mapped[uuid.UUID]:  # noqa: N805 - declared_attr takes the class
+    def org_id(cls) -> Mapped[uuid.UUID]:
         return mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), index=True, nullable=False)
 
 

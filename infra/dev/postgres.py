@@ -39,7 +39,7 @@ def start_embedded(data_dir: Path, *, cleanup_mode: str | None = "stop") -> Embe
     import pgserver
 
     data_dir.parent.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(str(data_dir.resolve()), cleanup_mode=cleanup_mode)
+    server = pgserver.get_server(str(data_dir.resolve()), cleanup_mode=cleanup_mode)  # type: ignore[attr-defined]
     return EmbeddedPostgres(server, data_dir)
 
 

@@ -82,7 +82,7 @@ async def _two_orgs(db: async_sessionmaker[AsyncSession]) -> tuple[uuid.UUID, uu
 
 
 async def test_scoped_session_sees_only_its_own_org(db: async_sessionmaker[AsyncSession]) -> None:
-    a, b = await _two_orgs(db)
+    a, _b = await _two_orgs(db)
     async with tenant_session(db, TenantScope.for_system(a, "test")) as s:
         ids = set((await s.execute(select(Org.id))).scalars())
     assert ids == {a}

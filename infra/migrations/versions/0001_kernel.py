@@ -38,7 +38,8 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
         sa.PrimaryKeyConstraint("id", name="pk_system_probes"),
     )
-    password = op.get_context().config.attributes.get("app_db_password", "") if op.get_context().config else ""
+    config = op.get_context().config
+    password = config.attributes.get("app_db_password", "") if config is not None else ""
     for stmt in create_app_role_sql(password):
         op.execute(stmt)
     # The org row itself is tenant data: a scoped session sees only its own org.

@@ -1,0 +1,1 @@
+"""The outbound-only cluster agent (``metacloud-agent``)."""

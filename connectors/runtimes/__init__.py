@@ -1,0 +1,1 @@
+"""Cluster runtimes behind one interface: Kubernetes and the local host."""

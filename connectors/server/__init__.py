@@ -1,0 +1,1 @@
+"""Control-plane side of connectors: cluster records, tokens, heartbeats and the command queue."""
