@@ -8,6 +8,7 @@ from typing import Any
 
 from litestar import Litestar
 from litestar.config.compression import CompressionConfig
+from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi.config import OpenAPIConfig
@@ -15,10 +16,13 @@ from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.auth import provide_identity, provide_scope, session_cookie_name
 from gateway.errors import exception_handlers
-from gateway.health import healthz, readyz
-from gateway.observability import RequestIdMiddleware, configure_tracing
+from gateway.observability import RequestIdMiddleware, configure_tracing, install_log_context
+from gateway.routes import route_handlers
 from gateway.runtime import GatewayRuntime, TemporalHandle
+from gateway.security import CookieCsrfMiddleware, SecurityHeadersMiddleware, csrf_config
+from gateway.web.config import static_files, template_config
 from tenants.db import create_app_engine, create_sessionmaker
 from tenants.settings import Settings
 
@@ -34,6 +38,7 @@ def create_app(
     temporal: TemporalHandle | None = None,
     extra_route_handlers: Sequence[Any] = (),
 ) -> Litestar:
+    install_log_context()
     provider = configure_tracing(settings)
     owns_engine = engine is None
     engine = engine or create_app_engine(settings)
@@ -57,13 +62,23 @@ def create_app(
         plugins.append(OpenTelemetryPlugin(OpenTelemetryConfig(tracer_provider=provider)))
 
     return Litestar(
-        route_handlers=[healthz, readyz, *extra_route_handlers],
+        route_handlers=[*route_handlers(), static_files(), *extra_route_handlers],
+        state=State({"runtime": runtime}),
         dependencies={
             "runtime": Provide(lambda: runtime, sync_to_thread=False),
             "settings": Provide(lambda: settings, sync_to_thread=False),
             "sessions": Provide(lambda: runtime.sessions, sync_to_thread=False),
+            "tenant": Provide(provide_scope),
+            "identity": Provide(provide_identity),
         },
-        middleware=[DefineMiddleware(RequestIdMiddleware)],
+        middleware=[
+            DefineMiddleware(RequestIdMiddleware),
+            DefineMiddleware(SecurityHeadersMiddleware, hsts=settings.https),
+            DefineMiddleware(
+                CookieCsrfMiddleware, config=csrf_config(settings), session_cookie=session_cookie_name(settings)
+            ),
+        ],
+        template_config=template_config(),
         exception_handlers=exception_handlers,
         openapi_config=OpenAPIConfig(
             title="Metacloud API",

@@ -8,10 +8,16 @@ from datetime import timedelta
 from typing import Any
 
 from litestar import Response, get
+from litestar.params import FromQuery
 from sqlalchemy import text
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
+from gateway.deps import Runtime
 from gateway.runtime import GatewayRuntime
-from workflows.probe import ProbeInput, ProbeResult, ProbeWorkflow
+from workflows.probe.types import ProbeInput, ProbeResult
+from workflows.probe.workflow import ProbeWorkflow
 
 __all__ = ["healthz", "readyz"]
 
@@ -46,6 +52,16 @@ async def _check_worker(runtime: GatewayRuntime) -> dict[str, Any]:
     """Deep check: a durable round trip through a worker and back to the database."""
     try:
         client = await runtime.temporal.get(timeout=2)
+        queue = runtime.settings.temporal_task_queue
+        pollers = await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=runtime.settings.temporal_namespace,
+                task_queue=TaskQueue(name=queue),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            )
+        )
+        if not pollers.pollers:
+            return {"ok": False, "error": f"no worker is polling task queue {queue!r}"}
         probe_id = str(uuid.uuid4())
         result: ProbeResult = await client.execute_workflow(
             ProbeWorkflow.run,
@@ -60,7 +76,7 @@ async def _check_worker(runtime: GatewayRuntime) -> dict[str, Any]:
 
 
 @get("/readyz", tags=["health"], summary="Database and Temporal reachable", exclude_from_auth=True)
-async def readyz(runtime: GatewayRuntime, deep: bool = False) -> Response[dict[str, Any]]:
+async def readyz(runtime: Runtime, deep: FromQuery[bool] = False) -> Response[dict[str, Any]]:
     db, tmp = await asyncio.gather(_check_database(runtime), _check_temporal(runtime))
     checks = {"database": db, "temporal": tmp}
     if deep and tmp["ok"]:

@@ -30,6 +30,7 @@ __all__ = [
     "configure_tracing",
     "current_request_id",
     "current_trace_id",
+    "install_log_context",
 ]
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
@@ -48,20 +49,42 @@ def current_trace_id() -> str:
     return format(ctx.trace_id, "032x") if ctx.is_valid else ""
 
 
+_CONTEXT_FIELDS = ("request_id", "trace_id", "span_id")
+_factory_installed = False
+
+
+def install_log_context() -> None:
+    """Stamp every LogRecord with the request id and trace ids current when it is created
+    (a handler may format it later, outside the request's context)."""
+    global _factory_installed
+    if _factory_installed:
+        return
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        ctx = trace.get_current_span().get_span_context()
+        record.request_id = request_id_var.get() or None
+        record.trace_id = format(ctx.trace_id, "032x") if ctx.is_valid else None
+        record.span_id = format(ctx.span_id, "016x") if ctx.is_valid else None
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _factory_installed = True
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        ctx = trace.get_current_span().get_span_context()
         entry: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
-            "request_id": request_id_var.get() or None,
-            "trace_id": format(ctx.trace_id, "032x") if ctx.is_valid else None,
-            "span_id": format(ctx.span_id, "016x") if ctx.is_valid else None,
         }
+        for key in _CONTEXT_FIELDS:
+            entry[key] = getattr(record, key, None)
         for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_"):
+            if key not in _STANDARD and key not in _CONTEXT_FIELDS and not key.startswith("_"):
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
@@ -69,6 +92,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(settings: Settings) -> None:
+    install_log_context()
     handler = logging.StreamHandler(sys.stderr)
     if settings.log_json:
         handler.setFormatter(JsonFormatter())

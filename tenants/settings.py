@@ -70,17 +70,24 @@ class Settings:
     temporal_task_queue: str = "metacloud"
     temporal_api_key: str | None = None
     temporal_tls: bool = False
+    # ports of the dev server `metacloud dev` starts when TEMPORAL_ADDRESS is unset; no UI port = headless
+    temporal_port: int = 7233
+    temporal_ui_port: int | None = None
 
     # --- Stripe
     stripe_api_key: str | None = None
     stripe_api_base: str | None = None
     stripe_webhook_secret: str | None = None
+    # port of the localstripe stand-in `metacloud dev` starts when STRIPE_API_KEY is unset
+    stripe_port: int = 8420
 
     # --- gateway
     host: str = "127.0.0.1"
     port: int = 8000
     public_url: str = "http://127.0.0.1:8000"
     secret_key: str = field(default="dev-only-secret-change-me", repr=False)
+    session_idle_minutes: int = 120
+    session_absolute_hours: int = 168
 
     # --- observability
     log_level: str = "INFO"
@@ -112,14 +119,19 @@ class Settings:
             temporal_task_queue=e.get("TEMPORAL_TASK_QUEUE", "metacloud"),
             temporal_api_key=e.get("TEMPORAL_API_KEY") or None,
             temporal_tls=_bool(e.get("TEMPORAL_TLS"), False),
+            temporal_port=_int(e, "METACLOUD_TEMPORAL_PORT", 7233),
+            temporal_ui_port=_int(e, "METACLOUD_TEMPORAL_UI_PORT", 0) or None,
             stripe_api_key=e.get("STRIPE_API_KEY") or None,
             stripe_api_base=e.get("STRIPE_API_BASE") or None,
             stripe_webhook_secret=e.get("STRIPE_WEBHOOK_SECRET") or None,
+            stripe_port=_int(e, "METACLOUD_STRIPE_PORT", 8420),
             host=e.get("METACLOUD_HOST", "127.0.0.1"),
             port=_int(e, "METACLOUD_PORT", 8000),
             public_url=e.get("METACLOUD_PUBLIC_URL", "")
             or f"http://{e.get('METACLOUD_HOST', '127.0.0.1')}:{_int(e, 'METACLOUD_PORT', 8000)}",
             secret_key=secret or "dev-only-secret-change-me",
+            session_idle_minutes=_int(e, "SESSION_IDLE_MINUTES", 120),
+            session_absolute_hours=_int(e, "SESSION_ABSOLUTE_HOURS", 168),
             log_level=e.get("LOG_LEVEL", "INFO").upper(),
             log_json=_bool(e.get("LOG_JSON"), True),
             otel_exporter=e.get("OTEL_EXPORTER", "none"),
@@ -131,6 +143,10 @@ class Settings:
 
     def with_(self, **changes: object) -> Settings:
         return replace(self, **changes)  # type: ignore[arg-type]
+
+    @property
+    def https(self) -> bool:
+        return self.public_url.startswith("https://")
 
     @property
     def is_production(self) -> bool:

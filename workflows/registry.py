@@ -9,7 +9,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tenants.settings import Settings
-from workflows.probe import ProbeActivities, ProbeWorkflow
+from workflows.probe.activities import ProbeActivities
+from workflows.probe.workflow import ProbeWorkflow
 
 __all__ = ["Dependencies", "Registry", "build_registry"]
 

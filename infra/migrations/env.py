@@ -9,6 +9,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+# Every module that defines tables must be imported here, or autogenerate would drop its tables.
+import tenants.models  # noqa: F401
 from tenants.db import Base
 
 target_metadata = Base.metadata

@@ -1,7 +1,5 @@
-"""The probe: one durable round trip gateway -> Temporal -> worker -> database."""
+"""The probe: one durable round trip gateway -> Temporal -> worker -> database.
 
-from workflows.probe.activities import ProbeActivities
-from workflows.probe.types import ProbeInput, ProbeResult
-from workflows.probe.workflow import ProbeWorkflow
-
-__all__ = ["ProbeActivities", "ProbeInput", "ProbeResult", "ProbeWorkflow"]
+Import from the submodules: the workflow sandbox re-imports this package, and it must not pull
+activities (and with them SQLAlchemy models) into the sandbox.
+"""

@@ -1,0 +1,6 @@
+"""Imports every module that defines tables, so ``Base.metadata`` knows the whole schema.
+
+Alembic's env.py and the schema-drift test import this; a new models module is added here.
+"""
+
+import tenants.models  # noqa: F401
