@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("worker", help="run a Temporal worker")
     p.set_defaults(func=_cmd_worker)
     p = sub.add_parser("migrate", help="apply database migrations (as the database owner)")
-    p.add_argument("revision", nargs="?", default="head")
+    p.add_argument("revision", nargs="?", default="heads")
     p.set_defaults(func=_cmd_migrate)
     args = parser.parse_args(argv)
     try:

@@ -10,7 +10,10 @@ import logging
 from typing import Any
 
 import asyncpg
+from urllib.parse import urlencode
+
 from litestar import Request, Response
+from litestar.response import Redirect, Template
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -47,6 +50,21 @@ STATUS: dict[type[DomainError], tuple[int, str]] = {
 }
 
 
+def _page_or_none(request: Request[Any, Any, Any] | None, status: int, title: str, detail: str) -> Response[Any] | None:
+    """Browsers asking for pages get a page (or the login form), API clients get problem+json."""
+    from gateway.web.context import is_page_request
+
+    if request is None or not is_page_request(request):
+        return None
+    if status == 401:
+        return Redirect(path="/login?" + urlencode({"next": request.url.path}))
+    return Template(
+        template_name="error.html",
+        context={"title": title, "detail": detail, "request_id": current_request_id(), "user": None, "org": None},
+        status_code=status,
+    )
+
+
 def problem(
     status: int,
     title: str,
@@ -54,8 +72,12 @@ def problem(
     *,
     code: str,
     headers: dict[str, str] | None = None,
+    request: Request[Any, Any, Any] | None = None,
     **extra: Any,
-) -> Response[dict[str, Any]]:
+) -> Response[Any]:
+    page = _page_or_none(request, status, title, detail)
+    if page is not None:
+        return page
     body: dict[str, Any] = {
         "type": f"https://docs.metacloud.dev/errors/{code}",
         "title": title,
@@ -80,7 +102,7 @@ def _status_for(exc: DomainError) -> tuple[int, str]:
     return 400, "Bad request"
 
 
-def domain_error_handler(_: Request[Any, Any, Any], exc: DomainError) -> Response[dict[str, Any]]:
+def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
     status, title = _status_for(exc)
     headers: dict[str, str] = {}
     extra: dict[str, Any] = dict(exc.extra)
@@ -90,10 +112,10 @@ def domain_error_handler(_: Request[Any, Any, Any], exc: DomainError) -> Respons
         extra["errors"] = [{"field": k, "message": v} for k, v in exc.field_errors.items()]
     if isinstance(exc, Unauthenticated):
         headers["WWW-Authenticate"] = "Bearer"
-    return problem(status, title, exc.message, code=exc.code, headers=headers or None, **extra)
+    return problem(status, title, exc.message, code=exc.code, headers=headers or None, request=request, **extra)
 
 
-def validation_handler(_: Request[Any, Any, Any], exc: ValidationException) -> Response[dict[str, Any]]:
+def validation_handler(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
     errors = []
     for item in exc.extra if isinstance(exc.extra, list) else []:
         if isinstance(item, dict):
@@ -104,17 +126,17 @@ def validation_handler(_: Request[Any, Any, Any], exc: ValidationException) -> R
     return problem(400, "Invalid request", detail, code="invalid_request", errors=errors or None)
 
 
-def http_exception_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[dict[str, Any]]:
+def http_exception_handler(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     status = exc.status_code
     if isinstance(exc, NotAuthorizedException):
         return problem(401, "Authentication required", exc.detail, code="unauthenticated",
-                       headers={"WWW-Authenticate": "Bearer"})
+                       headers={"WWW-Authenticate": "Bearer"}, request=request)
     title = {404: "Not found", 405: "Method not allowed", 403: "Forbidden", 413: "Request too large"}.get(
         status, "Request failed"
     )
     code = {404: "not_found", 405: "method_not_allowed", 403: "forbidden", 413: "too_large"}.get(status, "http_error")
     headers = dict(exc.headers or {})
-    return problem(status, title, exc.detail, code=code, headers=headers or None)
+    return problem(status, title, exc.detail, code=code, headers=headers or None, request=request)
 
 
 _UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout, ConnectionError, OSError,
@@ -134,18 +156,19 @@ def _is_unavailable(exc: BaseException) -> bool:
     return False
 
 
-def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+def internal_error_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     if _is_unavailable(exc):
         log.warning("dependency unavailable", exc_info=exc, extra={"path": request.url.path})
         return problem(503, "Temporarily unavailable",
                        "A service this request needs is not reachable right now. Please retry shortly.",
-                       code="upstream_unavailable", headers={"Retry-After": "5"})
+                       code="upstream_unavailable", headers={"Retry-After": "5"}, request=request)
     log.error("unhandled error", exc_info=exc, extra={"path": request.url.path, "method": request.method})
     return problem(
         HTTP_500_INTERNAL_SERVER_ERROR,
         "Internal error",
         "Something went wrong on our side. It has been logged; quote the request id if you contact support.",
         code="internal",
+        request=request,
         trace_id=current_trace_id() or None,
     )
 

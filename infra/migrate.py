@@ -26,7 +26,7 @@ def alembic_config(settings: Settings) -> Config:
     return cfg
 
 
-async def upgrade_async(settings: Settings, revision: str = "head") -> None:
+async def upgrade_async(settings: Settings, revision: str = "heads") -> None:
     """Upgrade from inside a running event loop (tests, the dev stack)."""
     cfg = alembic_config(settings)
     engine = create_async_engine(settings.sqlalchemy_url(settings.owner_database_url), poolclass=NullPool)
@@ -42,5 +42,5 @@ async def upgrade_async(settings: Settings, revision: str = "head") -> None:
     await engine.dispose()
 
 
-def upgrade(settings: Settings, revision: str = "head") -> None:
+def upgrade(settings: Settings, revision: str = "heads") -> None:
     asyncio.run(upgrade_async(settings, revision))
