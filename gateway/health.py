@@ -22,7 +22,7 @@ from workflows.probe.workflow import ProbeWorkflow
 __all__ = ["healthz", "readyz"]
 
 
-@get("/healthz", tags=["health"], summary="The process is up", exclude_from_auth=True, sync_to_thread=False)
+@get("/healthz", tags=["health"], summary="The process is up", opt={"public": "liveness probe"}, sync_to_thread=False)
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -75,7 +75,8 @@ async def _check_worker(runtime: GatewayRuntime) -> dict[str, Any]:
         return {"ok": False, "error": f"no worker completed the probe ({type(exc).__name__})"}
 
 
-@get("/readyz", tags=["health"], summary="Database and Temporal reachable", exclude_from_auth=True)
+@get("/readyz", tags=["health"], summary="Database and Temporal reachable",
+     opt={"public": "readiness probe for load balancers"})
 async def readyz(runtime: Runtime, deep: FromQuery[bool] = False) -> Response[dict[str, Any]]:
     db, tmp = await asyncio.gather(_check_database(runtime), _check_temporal(runtime))
     checks = {"database": db, "temporal": tmp}
