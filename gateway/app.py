@@ -14,11 +14,12 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
+from opentelemetry.sdk.trace.export import SpanExporter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.auth import provide_identity, provide_scope, session_cookie_name
 from gateway.errors import exception_handlers
-from gateway.observability import RequestIdMiddleware, configure_tracing, install_log_context
+from gateway.observability import RequestIdMiddleware, configure_tracing, install_log_context, instrument_engine
 from gateway.routes import route_handlers
 from gateway.runtime import GatewayRuntime, TemporalHandle
 from gateway.security import CookieCsrfMiddleware, SecurityHeadersMiddleware, csrf_config
@@ -37,15 +38,14 @@ def create_app(
     engine: AsyncEngine | None = None,
     temporal: TemporalHandle | None = None,
     extra_route_handlers: Sequence[Any] = (),
+    span_exporter: SpanExporter | None = None,
 ) -> Litestar:
     install_log_context()
-    provider = configure_tracing(settings)
+    provider = configure_tracing(settings, span_exporter)
     owns_engine = engine is None
     engine = engine or create_app_engine(settings)
     if provider is not None:
-        from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
-
-        SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, tracer_provider=provider)
+        instrument_engine(engine, provider)
     runtime = GatewayRuntime(
         settings=settings,
         engine=engine,

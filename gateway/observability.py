@@ -12,6 +12,7 @@ import logging
 import re
 import secrets
 import sys
+import weakref
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +21,8 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tenants.settings import Settings
 
@@ -31,6 +34,7 @@ __all__ = [
     "current_request_id",
     "current_trace_id",
     "install_log_context",
+    "instrument_engine",
 ]
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
@@ -107,11 +111,15 @@ def configure_logging(settings: Settings) -> None:
 
 
 _configured_provider: TracerProvider | None = None
+_instrumented: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def configure_tracing(settings: Settings, exporter: SpanExporter | None = None) -> TracerProvider | None:
-    """Install a tracer provider once per process; ``otel_exporter`` picks console, OTLP or none."""
+    """Install a tracer provider once per process; ``otel_exporter`` picks console, OTLP or none
+    (``exporter`` overrides it, for tests). The OpenTelemetry API allows one global provider."""
     global _configured_provider
+    if settings.otel_exporter == "none" and exporter is None:
+        return None
     if _configured_provider is not None:
         return _configured_provider
     if exporter is None:
@@ -128,6 +136,18 @@ def configure_tracing(settings: Settings, exporter: SpanExporter | None = None) 
     trace.set_tracer_provider(provider)
     _configured_provider = provider
     return provider
+
+
+def instrument_engine(engine: AsyncEngine, provider: TracerProvider) -> None:
+    """SQL spans for one engine (once: instrumenting twice would double every span)."""
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+    if engine.sync_engine in _instrumented:
+        return
+    # The instrumentation declares sqlalchemy < 2.1 but its engine-event hooks work on 2.1 (the SQL
+    # span test checks it), so skip its version gate rather than pin an older SQLAlchemy.
+    SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, tracer_provider=provider, skip_dep_check=True)
+    _instrumented.add(engine.sync_engine)
 
 
 class RequestIdMiddleware:

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import asyncpg
 import httpx
 from litestar import Litestar
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from temporalio.api.enums.v1 import TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
 from gateway.app import create_app
 from gateway.runtime import TemporalHandle
 from tenants.settings import Settings
+from tests.temporal_helpers import wait_for_poller
 from workflows.registry import Dependencies
 from workflows.worker import build_worker
 
@@ -56,7 +53,7 @@ async def test_deep_readyz_runs_a_workflow_through_a_worker_into_the_database(
 ) -> None:
     worker = build_worker(temporal_client, Dependencies(settings=settings, sessions=db))
     async with worker:
-        await _wait_for_poller(temporal_client, settings.temporal_task_queue)
+        await wait_for_poller(temporal_client, settings.temporal_task_queue)
         resp = await client.get("/readyz", params={"deep": "true"})
     assert resp.status_code == 200, resp.text
     worker_check = resp.json()["checks"]["worker"]
@@ -64,17 +61,6 @@ async def test_deep_readyz_runs_a_workflow_through_a_worker_into_the_database(
     rows = await owner_conn.fetch("SELECT message, worker_identity FROM system_probes")
     assert [r["message"] for r in rows] == ["readyz"]
     assert rows[0]["worker_identity"] == worker_check["worker"]
-
-
-async def _wait_for_poller(client: Client, queue: str) -> None:
-    """A worker registers as a poller a moment after it starts."""
-    request = DescribeTaskQueueRequest(namespace="default", task_queue=TaskQueue(name=queue),
-                                       task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW)
-    for _ in range(100):
-        if (await client.workflow_service.describe_task_queue(request)).pollers:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no worker polled {queue} within 5 s")
 
 
 async def test_deep_readyz_without_a_worker_is_not_ready(
