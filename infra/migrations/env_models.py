@@ -4,3 +4,4 @@ Alembic's env.py and the schema-drift test import this; a new models module is a
 """
 
 import tenants.models  # noqa: F401
+import connectors.server.models  # noqa: F401
