@@ -19,7 +19,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.auth import provide_identity, provide_scope, session_cookie_name
 from gateway.errors import exception_handlers
-from gateway.observability import RequestIdMiddleware, configure_tracing, install_log_context, instrument_engine
+from gateway.observability import (
+    RequestIdMiddleware,
+    configure_tracing,
+    install_log_context,
+    instrument_engine,
+)
 from gateway.routes import route_handlers
 from gateway.runtime import GatewayRuntime, TemporalHandle
 from gateway.security import CookieCsrfMiddleware, SecurityHeadersMiddleware, csrf_config

@@ -49,6 +49,47 @@ def _cmd_dev(settings: Settings, _: argparse.Namespace) -> int:
     return run_dev_stack(settings)
 
 
+def _cmd_create_operator(settings: Settings, args: argparse.Namespace) -> int:
+    """Operators exist only through this command: whoever runs it already holds the database."""
+    import getpass
+
+    from sqlalchemy import select
+
+    from tenants.db import create_app_engine, create_sessionmaker, unscoped_session
+    from tenants.errors import InvalidInput
+    from tenants.models import User
+    from tenants.operators import create_operator
+
+    async def run() -> int:
+        engine = create_app_engine(settings)
+        sessions = create_sessionmaker(engine)
+        try:
+            async with unscoped_session(sessions, reason="create-operator looks the user up") as s:
+                exists = (await s.execute(select(User.id).where(User.email == args.email.strip().lower()))).first()
+            password: str | None = None
+            if args.password_stdin:
+                password = sys.stdin.readline().rstrip("\r\n")
+            elif exists is None:
+                password = getpass.getpass("Password for the new operator: ")
+                if getpass.getpass("Again: ") != password:
+                    print("metacloud: the passwords differ", file=sys.stderr)
+                    return 2
+            async with unscoped_session(sessions, reason="create-operator writes the operator") as s:
+                made = await create_operator(s, email=args.email, password=password)
+        except InvalidInput as exc:
+            print(f"metacloud: {exc.message}", file=sys.stderr)
+            return 2
+        finally:
+            await engine.dispose()
+        print(f"operator {made.email} created" if made.created else f"{made.email} promoted to operator")
+        return 0
+
+    if not settings.database_url:
+        print("metacloud: set DATABASE_URL (the dev stack prints it) to reach the database", file=sys.stderr)
+        return 2
+    return asyncio.run(run())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="metacloud", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -63,6 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("migrate", help="apply database migrations (as the database owner)")
     p.add_argument("revision", nargs="?", default="heads")
     p.set_defaults(func=_cmd_migrate)
+    p = sub.add_parser("create-operator", help="create a platform operator, or promote an existing user")
+    p.add_argument("email")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    p.set_defaults(func=_cmd_create_operator)
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()

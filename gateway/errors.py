@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import asyncpg
-from urllib.parse import urlencode
-
 from litestar import Request, Response
-from litestar.response import Redirect, Template
 from litestar.exceptions import HTTPException, NotAuthorizedException, ValidationException
+from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -102,7 +101,20 @@ def _status_for(exc: DomainError) -> tuple[int, str]:
     return 400, "Bad request"
 
 
+def _sso_required_redirect(request: Request[Any, Any, Any], exc: DomainError) -> Response[Any] | None:
+    """A browser whose session is not from the org's IdP is sent to the org's SSO sign-in page."""
+    from gateway.web.context import is_page_request
+
+    org = exc.extra.get("org")
+    if exc.code != "sso_required" or not isinstance(org, str) or not is_page_request(request):
+        return None
+    return Redirect(path=f"/orgs/{quote(org, safe='')}/sso/login?" + urlencode({"next": request.url.path}))
+
+
 def domain_error_handler(request: Request[Any, Any, Any], exc: DomainError) -> Response[Any]:
+    redirect = _sso_required_redirect(request, exc)
+    if redirect is not None:
+        return redirect
     status, title = _status_for(exc)
     headers: dict[str, str] = {}
     extra: dict[str, Any] = dict(exc.extra)

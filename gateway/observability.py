@@ -21,7 +21,6 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tenants.settings import Settings

@@ -155,7 +155,11 @@ class AuditEvent(Base):
     """Append-only (the app role may not UPDATE or DELETE it). ``org_id`` is NULL for platform events."""
 
     __tablename__ = "audit_events"
-    __table_args__ = (Index("ix_audit_events_org_id_created_at", "org_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_audit_events_org_id_created_at", "org_id", "created_at"),
+        # the audit log pages newest-first by id within one org (keyset pagination)
+        Index("ix_audit_events_org_id_id", "org_id", "id"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
     org_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), nullable=True)

@@ -30,6 +30,7 @@ class Permission(StrEnum):
     INVITES_MANAGE = "invites:manage"
     API_KEYS_READ = "api_keys:read"
     API_KEYS_MANAGE = "api_keys:manage"
+    API_KEYS_MANAGE_ALL = "api_keys:manage_all"
     SSO_READ = "sso:read"
     SSO_MANAGE = "sso:manage"
     AUDIT_READ = "audit:read"
@@ -55,6 +56,7 @@ _ADMIN = (
         P.ORG_MANAGE,
         P.MEMBERS_MANAGE,
         P.INVITES_MANAGE,
+        P.API_KEYS_MANAGE_ALL,
         P.SSO_READ,
         P.SSO_MANAGE,
         P.AUDIT_READ,
@@ -85,7 +87,12 @@ def permissions_for(role: str) -> frozenset[str]:
 
 
 def role_within(granter: str, granted: str) -> bool:
-    """A granter may hand out a role only if every permission of it is one the granter has."""
+    """A granter may hand out a role only if every permission of it is one the granter has.
+
+    An unknown role is never within: its empty permission set must not pass as "less than yours".
+    """
+    if granted not in Role._value2member_map_:
+        return False
     return permissions_for(granted) <= permissions_for(granter)
 
 
@@ -98,7 +105,8 @@ _DESCRIPTIONS: dict[Permission, str] = {
     P.OWNERS_MANAGE: "grant or remove the owner role",
     P.INVITES_MANAGE: "invite people, revoke invites",
     P.API_KEYS_READ: "list API keys",
-    P.API_KEYS_MANAGE: "create and revoke API keys",
+    P.API_KEYS_MANAGE: "create API keys, revoke the ones you created",
+    P.API_KEYS_MANAGE_ALL: "revoke anyone's API keys",
     P.SSO_READ: "see SSO settings",
     P.SSO_MANAGE: "configure SSO",
     P.AUDIT_READ: "read the audit log",

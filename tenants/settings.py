@@ -59,25 +59,25 @@ class Settings:
     environment: str = "dev"  # dev | test | production
 
     # --- PostgreSQL: the owner URL runs migrations; the app URL is a NOSUPERUSER NOBYPASSRLS role
-    database_url: str | None = None
-    app_database_url: str | None = None
-    app_db_password: str = ""
+    database_url: str | None = field(default=None, repr=False)
+    app_database_url: str | None = field(default=None, repr=False)
+    app_db_password: str = field(default="", repr=False)
     db_pool_size: int = 10
 
     # --- Temporal
     temporal_address: str | None = None
     temporal_namespace: str = "default"
     temporal_task_queue: str = "metacloud"
-    temporal_api_key: str | None = None
+    temporal_api_key: str | None = field(default=None, repr=False)
     temporal_tls: bool = False
     # ports of the dev server `metacloud dev` starts when TEMPORAL_ADDRESS is unset; no UI port = headless
     temporal_port: int = 7233
     temporal_ui_port: int | None = None
 
     # --- Stripe
-    stripe_api_key: str | None = None
+    stripe_api_key: str | None = field(default=None, repr=False)
     stripe_api_base: str | None = None
-    stripe_webhook_secret: str | None = None
+    stripe_webhook_secret: str | None = field(default=None, repr=False)
     # port of the localstripe stand-in `metacloud dev` starts when STRIPE_API_KEY is unset
     stripe_port: int = 8420
 
@@ -88,6 +88,8 @@ class Settings:
     secret_key: str = field(default="dev-only-secret-change-me", repr=False)
     session_idle_minutes: int = 120
     session_absolute_hours: int = 168
+    # how long a cluster's registration token (the install command) stays redeemable
+    registration_token_ttl_minutes: int = 60
 
     # --- observability
     log_level: str = "INFO"
@@ -97,7 +99,7 @@ class Settings:
     service_name: str = "metacloud"
 
     # --- email
-    smtp_url: str | None = None
+    smtp_url: str | None = field(default=None, repr=False)  # may carry a password
     mail_from: str = "Metacloud <no-reply@metacloud.local>"
 
     @classmethod
@@ -132,6 +134,7 @@ class Settings:
             secret_key=secret or "dev-only-secret-change-me",
             session_idle_minutes=_int(e, "SESSION_IDLE_MINUTES", 120),
             session_absolute_hours=_int(e, "SESSION_ABSOLUTE_HOURS", 168),
+            registration_token_ttl_minutes=_int(e, "REGISTRATION_TOKEN_TTL_MINUTES", 60),
             log_level=e.get("LOG_LEVEL", "INFO").upper(),
             log_json=_bool(e.get("LOG_JSON"), True),
             otel_exporter=e.get("OTEL_EXPORTER", "none"),

@@ -11,7 +11,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -47,9 +49,13 @@ def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
         stop()
         return
-    server = start_embedded(tmp_path_factory.mktemp("pg") / "data")
+    # Not under pytest's basetemp: each pytest run resets that to 0700, and PostgreSQL runs as the
+    # `pgserver` user when we are root, so a concurrent run would lock our server out of its folder.
+    home = Path(tempfile.mkdtemp(prefix="metacloud-test-pg-"))
+    server = start_embedded(home / "data")
     yield server.url
     server.stop()
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from tenants.db import create_app_engine, create_sessionmaker
+from tenants.email import run_email_sender
 from tenants.settings import Settings
 from workflows.client import connect
 from workflows.registry import Dependencies, build_registry
@@ -39,7 +40,11 @@ async def run_worker(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     log.info("worker started", extra={"task_queue": settings.temporal_task_queue})
+    # The email outbox sender runs beside the Temporal worker; rows are claimed with SKIP LOCKED,
+    # so every worker replica may run one.
+    mailer = asyncio.create_task(run_email_sender(deps.sessions, settings, stop), name="email-sender")
     async with worker:
         await stop.wait()
         log.info("worker stopping")
+    await mailer
     await engine.dispose()

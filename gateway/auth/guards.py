@@ -57,6 +57,14 @@ async def resolve_scope(
                     code="sso_required",
                     org=slug,
                 )
+            if identity.auth_method == "sso" and identity.sso_org_id != org.id:
+                # An org's IdP vouches for people in that org only: its sessions open nothing else,
+                # so an IdP run by one org's admin can never reach a user's other orgs.
+                raise PermissionDenied(
+                    "You signed in through another organization's single sign-on. Sign in with your password "
+                    "(or this organization's SSO) to open it.",
+                    code="sso_session_elsewhere",
+                )
     if org.status == "suspended":
         raise PermissionDenied(
             "This organization is suspended. Contact support to restore it.", code="org_suspended"

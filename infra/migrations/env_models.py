@@ -3,5 +3,5 @@
 Alembic's env.py and the schema-drift test import this; a new models module is added here.
 """
 
-import tenants.models  # noqa: F401
 import connectors.server.models  # noqa: F401
+import tenants.models  # noqa: F401

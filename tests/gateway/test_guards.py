@@ -126,3 +126,25 @@ async def test_suspended_org_is_refused_with_reason(tclient: httpx.AsyncClient,
 
 async def test_csrf_cookie_is_issued(tclient: httpx.AsyncClient) -> None:
     assert await ensure_csrf(tclient)
+
+
+async def test_an_sso_session_opens_only_the_org_whose_idp_issued_it(
+    tclient: httpx.AsyncClient, db: async_sessionmaker[AsyncSession], settings: Settings
+) -> None:
+    from gateway.auth import session_cookie_name
+    from tenants.credentials import SessionPolicy, create_web_session
+    from tenants.models import User
+
+    user = await make_user(db)
+    home = await make_org(db, members={user.id: "owner"})
+    sso_org = await make_org(db, members={user.id: "member"})
+    async with unscoped_session(db, reason="test") as s:
+        row = await s.get(User, user.id)
+        assert row is not None
+        token = await create_web_session(s, row, policy=SessionPolicy(), ip=None, user_agent=None,
+                                         auth_method="sso", sso_org_id=sso_org.id)
+    tclient.cookies.set(session_cookie_name(settings), token)
+    assert (await tclient.get(f"/test/orgs/{sso_org.slug}/thing")).status_code == 200
+    elsewhere = await tclient.get(f"/test/orgs/{home.slug}/thing")
+    assert elsewhere.status_code == 403
+    assert elsewhere.json()["code"] == "sso_session_elsewhere"
