@@ -69,8 +69,8 @@ def parse_version(text: str) -> tuple[int, ...]:
 
 
 class ErrorCode(StrEnum):
-    TOKEN_INVALID = "token_invalid"  # unknown, already used, or revoked registration token
-    TOKEN_EXPIRED = "token_expired"
+    TOKEN_INVALID = "token_invalid"  # noqa: S105 - an error code, not a secret; unknown, already used, or revoked registration token
+    TOKEN_EXPIRED = "token_expired"  # noqa: S105 - an error code, not a secret
     CREDENTIAL_INVALID = "credential_invalid"
     CREDENTIAL_REVOKED = "credential_revoked"  # the cluster was detached or its credential revoked: stop
     UPGRADE_REQUIRED = "agent_upgrade_required"
@@ -147,6 +147,9 @@ class Heartbeat(Struct):
 class HeartbeatResponse(Struct):
     server_time: datetime
     heartbeat_interval_s: int = 15
+    # Set once after an admin rotated the credential: the agent stores it and uses it from the next
+    # call on; the old one keeps working for a short overlap (10 min from the rotation).
+    new_credential: str | None = None
 
 
 class CommandKind(StrEnum):
@@ -156,6 +159,7 @@ class CommandKind(StrEnum):
     CANCEL_JOB = "cancel_job"
     FETCH_LOGS = "fetch_logs"
     CLEANUP = "cleanup"  # detach: remove what provision created
+    JOB_STATUS = "job_status"  # payload {"job_id"}: the runtime's JobStatus as a dict
 
 
 class JobSpec(Struct):
@@ -175,6 +179,7 @@ class JobSpec(Struct):
     tolerations: list[Taint] = msgspec.field(default_factory=list)
     labels: dict[str, str] = msgspec.field(default_factory=dict)
     max_runtime_s: int | None = None
+    priority_class: str | None = None  # Kubernetes PriorityClass name, e.g. "metacloud-normal"
 
 
 class Command(Struct):

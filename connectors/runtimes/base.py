@@ -1,0 +1,99 @@
+"""The one interface every cluster runtime implements, and the small types it returns.
+
+A runtime turns agent commands into work on the cluster (Kubernetes) or the host (local). Failures
+are raised as ``RuntimeFailure`` with a message a person can act on ("permission denied: list
+nodes ..."), never a client library's exception: the agent sends the message back as the command's
+error and logs it.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+import msgspec
+
+from connectors.protocol import AgentFacts, Inventory, JobSpec
+
+__all__ = [
+    "JobPhase",
+    "JobStatus",
+    "Runtime",
+    "RuntimeFailure",
+    "job_label_value",
+]
+
+
+class RuntimeFailure(Exception):
+    """A runtime operation failed; ``str(exc)`` is one plain line for people."""
+
+
+class JobPhase(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+class JobStatus(msgspec.Struct, kw_only=True):
+    """Where a job is, and why, in words: ``reason`` is e.g. ``"image pull failed: ..."``, ``"OOMKilled ..."``."""
+
+    job_id: str
+    phase: str  # a JobPhase value
+    reason: str = ""
+    exit_code: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        result: dict[str, Any] = msgspec.to_builtins(self)
+        return result
+
+
+@runtime_checkable
+class Runtime(Protocol):
+    """What the agent needs from a cluster. Every method may raise ``RuntimeFailure``."""
+
+    kind: str
+
+    async def facts(self) -> AgentFacts: ...
+
+    async def inventory(self) -> Inventory: ...
+
+    async def provision(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Create what jobs need (idempotent: a second call reports what already exists)."""
+        ...
+
+    async def validate(self) -> dict[str, Any]:
+        """``{"ok": bool, "permissions": {name: bool}, "gpus": {"resource|model": count}, "problems": [str]}``."""
+        ...
+
+    async def start_job(self, spec: JobSpec) -> dict[str, Any]:
+        """Start a job; starting the same ``job_id`` again is harmless (redelivered commands)."""
+        ...
+
+    async def job_status(self, job_id: str) -> JobStatus: ...
+
+    async def cancel_job(self, job_id: str) -> None:
+        """Stop and remove a job; cancelling an unknown or finished job is not an error."""
+        ...
+
+    async def logs(self, job_id: str, tail_lines: int | None = None) -> str: ...
+
+    async def cleanup(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Undo ``provision`` (detach). Idempotent."""
+        ...
+
+
+_LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def job_label_value(job_id: str) -> str:
+    """A job id as a Kubernetes label value (<= 63 chars, alphanumeric at both ends)."""
+    value = _LABEL_UNSAFE.sub("-", job_id)[:63].strip("-_.")
+    if not value:
+        raise RuntimeFailure(f"job id {job_id!r} has no usable characters")
+    return value
