@@ -9,6 +9,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from tenants.settings import Settings
+from workflows.clusters.activities import ClusterActivities
+from workflows.clusters.workflow import AttachClusterWorkflow, ClusterHealthWorkflow, DetachClusterWorkflow
 from workflows.probe.activities import ProbeActivities
 from workflows.probe.workflow import ProbeWorkflow
 
@@ -29,7 +31,13 @@ class Registry:
 
 def build_registry(deps: Dependencies) -> Registry:
     probe = ProbeActivities(deps.sessions)
+    clusters = ClusterActivities(deps.sessions)
     return Registry(
-        workflows=[ProbeWorkflow],
-        activities=[probe.record_probe],
+        workflows=[ProbeWorkflow, AttachClusterWorkflow, DetachClusterWorkflow, ClusterHealthWorkflow],
+        activities=[
+            probe.record_probe,
+            clusters.mark_attaching, clusters.mark_attached, clusters.mark_failed, clusters.enqueue_command,
+            clusters.wait_command, clusters.check_validation, clusters.sweep_heartbeats, clusters.agent_online,
+            clusters.settle_jobs, clusters.revoke_access, clusters.mark_detached,
+        ],
     )

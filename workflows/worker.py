@@ -13,6 +13,7 @@ from tenants.db import create_app_engine, create_sessionmaker
 from tenants.email import run_email_sender
 from tenants.settings import Settings
 from workflows.client import connect
+from workflows.clusters.client import ensure_health
 from workflows.registry import Dependencies, build_registry
 
 __all__ = ["build_worker", "run_worker"]
@@ -44,6 +45,9 @@ async def run_worker(settings: Settings) -> None:
     # so every worker replica may run one.
     mailer = asyncio.create_task(run_email_sender(deps.sessions, settings, stop), name="email-sender")
     async with worker:
+        # The health sweep must run even when no cluster changed since a control-plane restart;
+        # starting it is idempotent (USE_EXISTING), so every replica may ask.
+        await ensure_health(client, settings.temporal_task_queue)
         await stop.wait()
         log.info("worker stopping")
     await mailer

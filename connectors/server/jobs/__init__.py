@@ -1,0 +1,1 @@
+"""Jobs on connected clusters: records, the placement core (pure), the scheduler, and services."""
