@@ -84,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s metacloud-agent: %(message)s")
+    # httpx logs every request at INFO: a line per heartbeat would bury the one line per problem.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     if not args.server:
         parser.error("--server is required (copy the command from the cluster connect wizard)")
     secret = _secret_ref(args.credential_secret) if args.credential_secret else None
