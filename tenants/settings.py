@@ -70,6 +70,9 @@ class Settings:
     temporal_task_queue: str = "metacloud"
     temporal_api_key: str | None = field(default=None, repr=False)
     temporal_tls: bool = False
+    # Temporal Cloud mTLS: paths of the client certificate and key (turns TLS on)
+    temporal_tls_cert: str | None = None
+    temporal_tls_key: str | None = None
     # ports of the dev server `metacloud dev` starts when TEMPORAL_ADDRESS is unset; no UI port = headless
     temporal_port: int = 7233
     temporal_ui_port: int | None = None
@@ -121,6 +124,8 @@ class Settings:
             temporal_task_queue=e.get("TEMPORAL_TASK_QUEUE", "metacloud"),
             temporal_api_key=e.get("TEMPORAL_API_KEY") or None,
             temporal_tls=_bool(e.get("TEMPORAL_TLS"), False),
+            temporal_tls_cert=e.get("TEMPORAL_TLS_CERT") or None,
+            temporal_tls_key=e.get("TEMPORAL_TLS_KEY") or None,
             temporal_port=_int(e, "METACLOUD_TEMPORAL_PORT", 7233),
             temporal_ui_port=_int(e, "METACLOUD_TEMPORAL_UI_PORT", 0) or None,
             stripe_api_key=e.get("STRIPE_API_KEY") or None,
