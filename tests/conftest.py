@@ -66,9 +66,32 @@ async def owner_url(pg_server_url: str) -> AsyncIterator[str]:
     await admin.execute(f'CREATE DATABASE "{name}"')
     url = _with_database(pg_server_url, name)
     await upgrade_async(Settings(environment="test", database_url=url))
+    await _snapshot_seed_data(url)
     yield url
     await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     await admin.close()
+
+
+# Reference data the migrations seed (plans, entitlements, rate cards) is copied aside once, and put
+# back after each test empties the tables, so tests may change it freely and never see another's rows.
+SEED_SCHEMA = "test_seed"
+_TABLES = """
+    SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+       AND c.relname <> 'alembic_version'
+"""
+
+
+async def _snapshot_seed_data(url: str) -> None:
+    conn = await asyncpg.connect(_asyncpg_dsn(url))
+    try:
+        await conn.execute(f"CREATE SCHEMA {SEED_SCHEMA}")
+        for row in await conn.fetch(_TABLES):
+            table = row["relname"]
+            if await conn.fetchval(f'SELECT EXISTS (SELECT 1 FROM public."{table}")'):
+                await conn.execute(f'CREATE TABLE {SEED_SCHEMA}."{table}" AS SELECT * FROM public."{table}"')
+    finally:
+        await conn.close()
 
 
 def _asyncpg_dsn(url: str) -> str:
@@ -147,11 +170,18 @@ async def owner_conn(owner_url: str) -> AsyncIterator[asyncpg.Connection]:
 async def db(owner_conn: asyncpg.Connection, sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[
     async_sessionmaker[AsyncSession]
 ]:
-    """The app-role session factory; every table is emptied after the test."""
+    """The app-role session factory; every table is emptied after the test and the seeded
+    reference data restored."""
     yield sessions
-    tables = await owner_conn.fetch(
-        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
-    )
-    if tables:
-        names = ", ".join(f'"{t["tablename"]}"' for t in tables)
-        await owner_conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+    tables = [r["relname"] for r in await owner_conn.fetch(_TABLES)]
+    seeded = [r["tablename"] for r in await owner_conn.fetch(
+        "SELECT tablename FROM pg_tables WHERE schemaname = $1", SEED_SCHEMA)]
+    async with owner_conn.transaction():
+        if tables:
+            names = ", ".join(f'"{t}"' for t in tables)
+            await owner_conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+        # the copies go back in any order: foreign keys between seeded tables are checked by no trigger here
+        await owner_conn.execute("SET LOCAL session_replication_role = replica")
+        for table in seeded:
+            await owner_conn.execute(
+                f'INSERT INTO public."{table}" OVERRIDING SYSTEM VALUE SELECT * FROM {SEED_SCHEMA}."{table}"')

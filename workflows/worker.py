@@ -12,8 +12,10 @@ from temporalio.worker import Worker
 from tenants.db import create_app_engine, create_sessionmaker
 from tenants.email import run_email_sender
 from tenants.settings import Settings
+from workflows.billing.client import ensure_schedule as ensure_billing_schedule
 from workflows.client import connect
 from workflows.clusters.client import ensure_health
+from workflows.jobs.client import ensure_scheduler
 from workflows.registry import Dependencies, build_registry
 
 __all__ = ["build_worker", "run_worker"]
@@ -48,6 +50,9 @@ async def run_worker(settings: Settings) -> None:
         # The health sweep must run even when no cluster changed since a control-plane restart;
         # starting it is idempotent (USE_EXISTING), so every replica may ask.
         await ensure_health(client, settings.temporal_task_queue)
+        # Likewise the scheduler: queued jobs must not wait for the next submission after a deploy.
+        await ensure_scheduler(client, settings.temporal_task_queue)
+        await ensure_billing_schedule(client, settings.temporal_task_queue)  # the monthly close; once per deployment
         await stop.wait()
         log.info("worker stopping")
     await mailer

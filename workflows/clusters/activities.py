@@ -21,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 from connectors.server import commands, health
 from connectors.server.clusters import ClusterState, transition
 from connectors.server.credentials import revoke_credentials
+from connectors.server.jobs.lifecycle import settle_cluster_jobs
 from connectors.server.models import Cluster, ClusterInventory, RegistrationToken
 from tenants.db import tenant_session, utcnow
 from tenants.errors import DomainError, NotFound
@@ -150,13 +151,20 @@ class ClusterActivities:
 
     @activity.defn(name="clusters.settle-jobs")
     async def settle_jobs(self, inp: DetachInput) -> int:
-        """Drain (let finish) or cancel the cluster's running jobs; returns how many are still running.
+        """Cancel the cluster's active jobs, or let them finish (drain); returns how many still run.
 
-        Seam for issue 5 (jobs): until jobs exist there is nothing to settle. Then: ``cancel`` enqueues a
-        ``cancel_job`` command per running job; ``drain`` stops placing new jobs here and this activity
-        heartbeats until the running ones finished.
+        ``cancel`` sends a ``cancel_job`` command per active job and returns at once; ``drain`` checks
+        every 10 s, heartbeating, until none is left (the scheduler places nothing on a cluster that is not
+        attached, so the count only falls). Safe to repeat: cancelling a finished job does nothing.
         """
-        return 0
+        cluster_id = uuid.UUID(inp.cluster_id)
+        while True:
+            async with self._session(inp.org_id, "clusters.detach") as s:
+                left = await settle_cluster_jobs(s, cluster_id, mode=inp.jobs)
+            if left == 0 or inp.jobs == "cancel":
+                return left
+            activity.heartbeat(left)
+            await asyncio.sleep(10)
 
     @activity.defn(name="clusters.revoke-access")
     async def revoke_access(self, inp: ClusterRef) -> int:

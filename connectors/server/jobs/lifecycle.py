@@ -35,6 +35,8 @@ __all__ = [
     "dispatch",
     "finish",
     "mark_lost",
+    "past",
+    "settle_cluster_jobs",
     "snapshot",
     "start_key",
     "start_outcome",
@@ -213,3 +215,17 @@ async def apply_status(session: AsyncSession, job_id: uuid.UUID, status: dict[st
 
 def past(moment: datetime | None, seconds: float) -> bool:
     return moment is not None and utcnow() - moment > timedelta(seconds=seconds)
+
+
+async def settle_cluster_jobs(session: AsyncSession, cluster_id: uuid.UUID, *, mode: str) -> int:
+    """For the detach workflow: ``cancel`` stops every active job of the cluster (``cancel_job`` commands);
+    ``drain`` lets them run. Returns how many are still active. The scheduler places nothing on a
+    cluster that is not ``attached``, so a detaching cluster only drains."""
+    active = (await session.execute(select(Job.id).where(Job.cluster_id == cluster_id,
+                                                         Job.state.in_(("placed", "dispatched", "running"))))
+              ).scalars().all()
+    if mode != "cancel":
+        return len(active)
+    for job_id in active:
+        await finish(session, job_id, "cancelled", "cancelled: its cluster is being detached", cancel_on_cluster=True)
+    return 0

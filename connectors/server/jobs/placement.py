@@ -188,17 +188,17 @@ class PassOptions:
 def order_queue(jobs: Sequence[PendingJob], submitter_cpu: dict[str, int], now: float,
                 opts: PassOptions = PassOptions()) -> list[PendingJob]:
     """The order of one org's queue (see the module docstring)."""
-    def eff(j: PendingJob) -> int:
-        return min(100, j.priority + int(max(0.0, now - j.queued_at) // opts.age_step_s)) if opts.age_step_s else j.priority
-
+    step = opts.age_step_s
+    eff = {j.id: min(100, j.priority + int(max(0.0, now - j.queued_at) // step)) if step else j.priority
+           for j in jobs}
     rank: dict[str, int] = {}
     seen: dict[tuple[str, int], int] = defaultdict(int)
     for j in sorted(jobs, key=lambda j: (j.queued_at, j.id)):
-        key = (j.submitter, eff(j))
+        key = (j.submitter, eff[j.id])
         rank[j.id] = seen[key]
         seen[key] += 1
     return sorted(jobs, key=lambda j: (
-        -eff(j),
+        -eff[j.id],
         0 if now - j.queued_at >= opts.reserve_after_s else 1,
         0 if now - j.queued_at >= opts.reserve_after_s else rank[j.id],
         submitter_cpu.get(j.submitter, 0),

@@ -30,6 +30,7 @@ __all__ = [
     "check_submission",
     "effective_policy",
     "list_policies",
+    "member_emails",
     "policies_for_orgs",
     "replace_policies",
     "resolve",
@@ -87,17 +88,17 @@ async def list_policies(scope: TenantScope, session: AsyncSession) -> list[Polic
     scope.require(Permission.JOBS_READ)
     policies = (await session.execute(select(GovernancePolicy).where(GovernancePolicy.org_id == scope.org_id))
                 ).scalars().all()
-    emails = await _emails(session, [p.subject for p in policies if p.subject_kind == "member"])
+    emails = await member_emails(session, [p.subject for p in policies if p.subject_kind == "member"])
     order = {k: i for i, k in enumerate(SUBJECT_KINDS)}
     return sorted((_view(p, emails) for p in policies), key=lambda v: (order[v.subject_kind], v.subject_display))
 
 
-async def _emails(session: AsyncSession, ids: Iterable[str]) -> dict[str, str]:
+async def member_emails(session: AsyncSession, ids: Iterable[str]) -> dict[str, str]:
     uuids = [uuid.UUID(i) for i in ids if _is_uuid(i)]
     if not uuids:
         return {}
     rows = await session.execute(select(User.id, User.email).where(User.id.in_(uuids)))
-    return {str(i): e for i, e in rows.tuples()}
+    return {str(i): e for i, e in rows.all()}
 
 
 def _is_uuid(text: str) -> bool:
@@ -199,7 +200,7 @@ async def effective_policy(scope: TenantScope, session: AsyncSession) -> PolicyR
     user_id = await acting_user_id(session, scope)
     policies = (await session.execute(select(GovernancePolicy).where(GovernancePolicy.org_id == scope.org_id))
                 ).scalars().all()
-    emails = await _emails(session, [str(user_id)] if user_id else [])
+    emails = await member_emails(session, [str(user_id)] if user_id else [])
     return resolve(policies, user_id, scope.role, emails)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,7 @@ def _norm(text: str) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=4096)  # pure, and asked for every GPU slot of every candidate node
 def gpu_matches(resource: str, model: str, wanted: str | None) -> bool:
     """Does a node's GPU (``resource``, ``model``) satisfy a job's ``gpu_type``?
 

@@ -101,7 +101,7 @@ class JobPage:
     next: str | None
 
 
-def _query() -> Select[tuple[Job, str | None, str | None]]:
+def _query() -> Select[Job, str, str]:
     return (select(Job, User.email, Cluster.name)
             .outerjoin(User, User.id == Job.submitted_by)
             .outerjoin(Cluster, Cluster.id == Job.cluster_id))
@@ -126,6 +126,15 @@ async def notify_scheduler(session: AsyncSession) -> None:
 
 def add_event(session: AsyncSession, job: Job, state: str, reason: str, at: datetime | None = None) -> None:
     session.add(JobEvent(org_id=job.org_id, job_id=job.id, at=at or utcnow(), state=state, reason=reason[:2000]))
+
+
+async def _who(session: AsyncSession, scope: TenantScope, user_id: uuid.UUID | None) -> str:
+    """The person acting, by email when known (an API key's creator), else the principal's name."""
+    if user_id is not None:
+        email = (await session.execute(select(User.email).where(User.id == user_id))).scalar_one_or_none()
+        if email:
+            return email
+    return scope.principal.display or scope.principal.kind
 
 
 async def _find_cluster(session: AsyncSession, org_id: uuid.UUID, ref: str) -> Cluster | None:
@@ -159,7 +168,7 @@ async def submit_job(scope: TenantScope, session: AsyncSession, job: ValidJob, *
     row.workflow_id = workflow_id_for(row.id)
     session.add(row)
     await session.flush()
-    who = scope.principal.display or scope.principal.kind
+    who = await _who(session, scope, user_id)
     add_event(session, row, "queued", f"submitted by {who}" + (f" (re-run of {rerun_of})" if rerun_of else ""), now)
     await notify_scheduler(session)
     await session.flush()
@@ -231,7 +240,7 @@ async def cancel_job(scope: TenantScope, session: AsyncSession, job_id: uuid.UUI
     if job.state in FINISHED_STATES:
         raise Conflict(f"The job already finished ({job.state}).")
     now = utcnow()
-    who = scope.principal.display or scope.principal.kind
+    who = await _who(session, scope, user_id)
     if job.cluster_id is not None and job.state in ("placed", "dispatched", "running"):
         await enqueue(session, org_id=job.org_id, cluster_id=job.cluster_id, kind=CommandKind.CANCEL_JOB,
                       dedupe_key=f"cancel:{job.id}", payload={"job_id": str(job.id)})

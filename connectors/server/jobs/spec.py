@@ -62,7 +62,7 @@ def parse_cpu_millis(value: Any) -> int:
 class JobRequest:
     """What a person asks for, as received (API body or form), before any checking."""
 
-    name: str
+    name: str  # form fields may be passed as typed: "0.5", "4Gi", "1", "" (empty = default)
     image: str | None = None
     command: list[str] = field(default_factory=list)
     args: list[str] = field(default_factory=list)
@@ -142,14 +142,14 @@ def validate(req: JobRequest) -> ValidJob:
             errors["resources.memory"] = "at most 1Pi"
     except ValueError as exc:
         errors["resources.memory"] = str(exc)
-    gpus = _int(req.gpus if req.gpus is not None else 0, 0, MAX_GPUS, errors, "resources.gpus")
+    gpus = _int(req.gpus if req.gpus not in (None, "") else 0, 0, MAX_GPUS, errors, "resources.gpus")
     gpu_type = (req.gpu_type or "").strip() or None
     if gpu_type is not None and not gpus:
         errors["resources.gpu_type"] = "a GPU type needs at least 1 GPU"
     elif gpu_type is not None and len(gpu_type) > 64:
         errors["resources.gpu_type"] = "at most 64 characters, e.g. 'A100'"
     placement = _placement(req, errors)
-    priority = _int(req.priority if req.priority is not None else 50, 0, 100, errors, "priority")
+    priority = _int(req.priority if req.priority not in (None, "") else 50, 0, 100, errors, "priority")
     max_runtime = None
     if req.max_runtime_s not in (None, ""):
         max_runtime = _int(req.max_runtime_s, 1, MAX_RUNTIME_S, errors, "max_runtime_s")
