@@ -101,6 +101,10 @@ class Settings:
     otel_endpoint: str | None = None
     service_name: str = "metacloud"
 
+    # --- metering: raw usage records older than this are refused and their monthly partitions dropped
+    # (hourly rollups are kept); must cover billing's grace for late usage.
+    usage_raw_retention_days: int = 400
+
     # --- email
     smtp_url: str | None = field(default=None, repr=False)  # may carry a password
     mail_from: str = "Metacloud <no-reply@metacloud.local>"
@@ -145,6 +149,7 @@ class Settings:
             otel_exporter=e.get("OTEL_EXPORTER", "none"),
             otel_endpoint=e.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
             service_name=e.get("OTEL_SERVICE_NAME", "metacloud"),
+            usage_raw_retention_days=_int(e, "USAGE_RAW_RETENTION_DAYS", 400),
             smtp_url=e.get("SMTP_URL") or None,
             mail_from=e.get("MAIL_FROM", "Metacloud <no-reply@metacloud.local>"),
         )

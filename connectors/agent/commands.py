@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -20,6 +20,14 @@ LOG_RESULT_MAX_CHARS = 256 * 1024  # logs travel in a command result; keep the t
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
+class JobLedger(Protocol):
+    """Where started and stopped jobs are recorded for usage metering (``connectors.agent.usage``)."""
+
+    async def job_started(self, spec: JobSpec) -> None: ...
+
+    async def job_stopped(self, job_id: str) -> None: ...
+
+
 class CommandExecutor:
     """Maps a command kind to the runtime call. Payloads:
 
@@ -30,8 +38,9 @@ class CommandExecutor:
     * ``cleanup``: runtime options, e.g. ``{"delete_namespace": true}``
     """
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, jobs: JobLedger | None = None) -> None:
         self.runtime = runtime
+        self.jobs = jobs
         self.handlers: dict[str, Handler] = {
             CommandKind.PROVISION: runtime.provision,
             CommandKind.VALIDATE: self._validate,
@@ -65,11 +74,23 @@ class CommandExecutor:
 
     async def _start_job(self, payload: dict[str, Any]) -> dict[str, Any]:
         spec = msgspec.convert(payload.get("spec", payload), JobSpec)
-        return await self.runtime.start_job(spec)
+        result = await self.runtime.start_job(spec)
+        await self._record("start", spec.job_id, lambda jobs: jobs.job_started(spec))
+        return result
+
+    async def _record(self, what: str, job_id: str, call: Callable[[JobLedger], Awaitable[None]]) -> None:
+        """Usage bookkeeping never fails a command: the job runs either way."""
+        if self.jobs is None:
+            return
+        try:
+            await call(self.jobs)
+        except Exception:
+            log.exception("could not record the %s of job %s for usage metering", what, job_id)
 
     async def _cancel_job(self, payload: dict[str, Any]) -> dict[str, Any]:
         job_id = str(payload["job_id"])
         await self.runtime.cancel_job(job_id)
+        await self._record("stop", job_id, lambda jobs: jobs.job_stopped(job_id))
         return {"job_id": job_id, "cancelled": True}
 
     async def _job_status(self, payload: dict[str, Any]) -> dict[str, Any]:

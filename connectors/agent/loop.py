@@ -36,6 +36,7 @@ from connectors.agent.credentials import (
     StoredCredential,
     token_digest,
 )
+from connectors.agent.usage import UsageReporter, UsageSettings
 from connectors.protocol import (
     AGENT_VERSION,
     Command,
@@ -94,6 +95,7 @@ class Agent:
         store: CredentialStore | None = None,
         rand: Callable[[], float] = random.random,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        usage: UsageSettings | None = None,
     ) -> None:
         self.config = config
         self.runtime = runtime
@@ -114,7 +116,10 @@ class Agent:
         self._done: OrderedDict[str, CommandResult] = OrderedDict()
         self._skewed = False
         self._token_sha256: str | None = None
-        self.commands = CommandExecutor(runtime)
+        # Usage metering: started jobs are recorded by the executor, metered per window into an on-disk spool
+        # in state_dir and uploaded by `_usage_loop` (see connectors.agent.usage).
+        self.usage = UsageReporter(config.state_dir, runtime, settings=usage, clock=clock)
+        self.commands = CommandExecutor(runtime, jobs=self.usage)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -128,6 +133,7 @@ class Agent:
                 task.cancel()
             results = await asyncio.gather(session, stopper, return_exceptions=True)
             await self.client.aclose()
+            self.usage.close()
         outcome = results[0]
         if isinstance(outcome, int):
             return outcome
@@ -184,6 +190,7 @@ class Agent:
                 group.create_task(self._heartbeat_loop(), name="agent-heartbeat")
                 group.create_task(self._poll_loop(), name="agent-poll")
                 group.create_task(self._worker(), name="agent-worker")
+                group.create_task(self._usage_loop(), name="agent-usage")
         except BaseExceptionGroup as group_error:
             fatal = _first_fatal(group_error)
             if fatal is None:
@@ -295,6 +302,17 @@ class Agent:
             log.error("%s: using the rotated credential in memory only", exc)
         else:
             log.info("agent credential rotated and stored in %s", self.store.describe())
+
+    # --- usage ----------------------------------------------------------------------------------
+
+    async def _usage_loop(self) -> None:
+        def report(line: str | None) -> None:
+            if line is None:
+                self.diag.ok("usage", f"usage uploads to {self.config.server_url} work again")
+            else:
+                self.diag.problem("usage", line)
+
+        await self.usage.run(self.client, on_problem=report)
 
     # --- commands -------------------------------------------------------------------------------
 

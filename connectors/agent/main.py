@@ -11,6 +11,7 @@ Flags win over environment variables (the Kubernetes Deployment uses the variabl
     --credential-secret  METACLOUD_CREDENTIAL_SECRET  [NAMESPACE/]NAME of the Secret that keeps the credential
     --jobs-namespace     METACLOUD_JOBS_NAMESPACE     namespace for jobs (default metacloud-jobs)
     --kubeconfig    KUBECONFIG                   when not running in a pod
+    --usage-window  METACLOUD_USAGE_WINDOW_S     seconds per usage record (default 60; must divide an hour)
 
 Exit codes: 0 stopped by SIGINT/SIGTERM, 2 bad settings or registration token, 3 credential revoked
 (the cluster was detached), 4 agent too old for the gateway, 1 unexpected error.
@@ -32,6 +33,7 @@ from connectors.agent.client import EXIT_BAD_TOKEN
 from connectors.agent.config import AgentConfig, ConfigError, default_state_dir
 from connectors.agent.credentials import CredentialStore, FileCredentialStore, SecretCredentialStore
 from connectors.agent.loop import Agent
+from connectors.agent.usage import UsageSettings
 from connectors.protocol import AGENT_VERSION, PROTOCOL_VERSION
 from connectors.runtimes import RUNTIME_KINDS, RuntimeFailure, make_runtime
 
@@ -67,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs-namespace", default=env("METACLOUD_JOBS_NAMESPACE") or "metacloud-jobs")
     parser.add_argument("--kubeconfig", default=None, help="kubeconfig to use outside a pod (default: KUBECONFIG or ~/.kube/config)")
     parser.add_argument("--heartbeat-interval", type=float, default=None, help="seconds; overrides the gateway's value")
+    parser.add_argument("--usage-window", type=int, default=int(env("METACLOUD_USAGE_WINDOW_S") or 60),
+                        help="seconds per usage record (must divide an hour; default 60)")
     parser.add_argument("--log-level", default=env("METACLOUD_LOG_LEVEL") or "INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
@@ -88,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     if not args.server:
         parser.error("--server is required (copy the command from the cluster connect wizard)")
+    if args.usage_window <= 0 or 3600 % args.usage_window:
+        parser.error("--usage-window must divide an hour (e.g. 10, 30, 60, 300 seconds)")
     secret = _secret_ref(args.credential_secret) if args.credential_secret else None
     try:
         config = AgentConfig(
@@ -108,10 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         opts = {"namespace": config.jobs_namespace, "kubeconfig": args.kubeconfig}
     else:
         opts = {"state_dir": config.state_dir}
-    return asyncio.run(_run(config, opts))
+    return asyncio.run(_run(config, opts, UsageSettings(window_s=args.usage_window)))
 
 
-async def _run(config: AgentConfig, runtime_opts: dict[str, Any]) -> int:
+async def _run(config: AgentConfig, runtime_opts: dict[str, Any], usage: UsageSettings | None = None) -> int:
     try:
         runtime = make_runtime(config.runtime, **runtime_opts)
     except RuntimeFailure as exc:
@@ -133,7 +139,7 @@ async def _run(config: AgentConfig, runtime_opts: dict[str, Any]) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        return await Agent(config, runtime, store=store).run(stop)
+        return await Agent(config, runtime, store=store, usage=usage).run(stop)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

@@ -9,15 +9,16 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-# Every module that defines tables must be imported here, or autogenerate would drop its tables.
-import tenants.models  # noqa: F401
+import infra.migrations.env_models  # noqa: F401 - every table on Base.metadata
+from billing.usage.partitions import alembic_include_object
 from tenants.db import Base
 
 target_metadata = Base.metadata
 
 
 def _run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
+    context.configure(connection=connection, target_metadata=target_metadata, compare_type=True,
+                      include_object=alembic_include_object)  # monthly partitions are not drift
     with context.begin_transaction():
         context.run_migrations()
 

@@ -11,12 +11,13 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 import infra.migrations.env_models  # noqa: F401 - registers every table on Base.metadata
+from billing.usage.partitions import alembic_include_object
 from tenants.db import Base
 from tenants.settings import Settings
 
 
 def _diff(conn: Connection) -> list[Any]:
-    ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+    ctx = MigrationContext.configure(conn, opts={"compare_type": True, "include_object": alembic_include_object})
     return list(compare_metadata(ctx, Base.metadata))
 
 
