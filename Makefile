@@ -28,6 +28,10 @@ pytest: $(STAMP)
 
 test: lint pytest
 
+# The API fuzzing with many more examples per operation than `make test` runs (FUZZ_MAX_EXAMPLES=N to change).
+fuzz: $(STAMP)
+	FUZZ_MAX_EXAMPLES=$${FUZZ_MAX_EXAMPLES:-100} $(BIN)/pytest -q tests/fuzz $(PYTEST_ARGS)
+
 bench: $(STAMP)
 	$(BIN)/python -m bench
 

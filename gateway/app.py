@@ -27,7 +27,7 @@ from gateway.observability import (
 )
 from gateway.routes import route_handlers
 from gateway.runtime import GatewayRuntime, TemporalHandle
-from gateway.security import CookieCsrfMiddleware, SecurityHeadersMiddleware, csrf_config
+from gateway.security import CookieCsrfMiddleware, csrf_config, security_headers_hook
 from gateway.web.config import static_files, template_config
 from tenants.db import create_app_engine, create_sessionmaker
 from tenants.settings import Settings
@@ -78,11 +78,12 @@ def create_app(
         },
         middleware=[
             DefineMiddleware(RequestIdMiddleware),
-            DefineMiddleware(SecurityHeadersMiddleware, hsts=settings.https),
             DefineMiddleware(
                 CookieCsrfMiddleware, config=csrf_config(settings), session_cookie=session_cookie_name(settings)
             ),
         ],
+        # A send hook, not a middleware: it also covers the 404/405 the router answers by itself.
+        before_send=[security_headers_hook(settings.https)],
         template_config=template_config(),
         exception_handlers=exception_handlers,
         openapi_config=OpenAPIConfig(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from litestar.config.csrf import CSRFConfig
@@ -10,7 +11,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from tenants.settings import Settings
 
-__all__ = ["CookieCsrfMiddleware", "SecurityHeadersMiddleware", "csrf_config"]
+__all__ = ["CookieCsrfMiddleware", "csrf_config", "security_headers_hook"]
 
 
 def csrf_config(settings: Settings) -> CSRFConfig:
@@ -45,30 +46,34 @@ class CookieCsrfMiddleware(CSRFMiddleware):
         await super().__call__(scope, receive, send)
 
 
-class SecurityHeadersMiddleware:
-    def __init__(self, app: ASGIApp, hsts: bool) -> None:
-        self.app = app
-        self.headers: list[tuple[bytes, bytes]] = [
-            (b"content-security-policy",
-             b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-             b"frame-ancestors 'none'; base-uri 'self'; form-action 'self'"),
-            (b"x-content-type-options", b"nosniff"),
-            (b"x-frame-options", b"DENY"),
-            (b"referrer-policy", b"same-origin"),
-        ]
-        if hsts:
-            self.headers.append((b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
+def _security_headers(hsts: bool) -> list[tuple[bytes, bytes]]:
+    headers = [
+        (b"content-security-policy",
+         b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+         b"frame-ancestors 'none'; base-uri 'self'; form-action 'self'"),
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"same-origin"),
+    ]
+    if hsts:
+        headers.append((b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
+    return headers
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":  # type: ignore[comparison-overlap]
-            await self.app(scope, receive, send)
-            return
 
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                existing = {k.lower() for k, _ in message.get("headers", [])}
-                extra: list[Any] = [(k, v) for k, v in self.headers if k not in existing]
-                message["headers"] = [*message.get("headers", []), *extra]  # type: ignore[typeddict-unknown-key]
-            await send(message)
+def _add_headers(message: Message, headers: list[tuple[bytes, bytes]]) -> None:
+    if message["type"] == "http.response.start":
+        existing = {k.lower() for k, _ in message.get("headers", [])}
+        extra: list[Any] = [(k, v) for k, v in headers if k not in existing]
+        message["headers"] = [*message.get("headers", []), *extra]  # type: ignore[typeddict-unknown-key]
 
-        await self.app(scope, receive, send_with_headers)
+
+def security_headers_hook(hsts: bool) -> Callable[[Message, Scope], Awaitable[None]]:
+    """A ``before_send`` hook: unlike a middleware it also sees the responses Litestar's router makes itself
+    (404 for an unknown path, 405), which never pass through the middleware stack."""
+    headers = _security_headers(hsts)
+
+    async def add_security_headers(message: Message, scope: Scope) -> None:
+        if scope["type"] == "http":  # type: ignore[comparison-overlap]
+            _add_headers(message, headers)
+
+    return add_security_headers

@@ -79,6 +79,9 @@ def create_app_engine(settings: Settings, *, url: str | None = None) -> AsyncEng
         max_overflow=settings.db_pool_size,
         pool_pre_ping=True,
         pool_recycle=1800,
+        # Statement parameters can hold what people typed (and hashed secrets): keep them out of
+        # exception messages, which reach the logs.
+        hide_parameters=True,
     )
 
 

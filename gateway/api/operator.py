@@ -23,7 +23,8 @@ __all__ = ["list_orgs", "list_users", "restore_org", "suspend_org"]
 
 _TAGS = ["operator"]
 Limit = Annotated[int, QueryParameter(ge=1, le=operators.MAX_PAGE)]
-Offset = Annotated[int, QueryParameter(ge=0)]
+# A bound keeps absurd offsets (past int64) from reaching PostgreSQL as a 500.
+Offset = Annotated[int, QueryParameter(ge=0, le=1_000_000)]
 
 
 class OperatorOrg(msgspec.Struct, kw_only=True):

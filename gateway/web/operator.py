@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Any
 
 from litestar import Request, Response, get, post
-from litestar.params import FromPath, FromQuery, QueryParameter, URLEncodedBody
+from litestar.params import FromPath, FromQuery, URLEncodedBody
 from litestar.response import Redirect, Template
 
+from gateway.api.operator import Offset  # one bound for the API and the pages
 from gateway.auth import client_ip, require_operator
 from gateway.deps import CurrentIdentity, Sessions
 from gateway.web.context import page_context
@@ -19,7 +20,6 @@ from tenants.errors import Conflict, InvalidInput, NotFound
 __all__ = ["operator_orgs_page", "operator_restore", "operator_suspend", "operator_users_page"]
 
 PAGE_SIZE = 50
-Offset = Annotated[int, QueryParameter(ge=0)]
 
 
 def _back(q: str, offset: str | int, flash: str) -> Redirect:

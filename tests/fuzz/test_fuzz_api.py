@@ -1,0 +1,168 @@
+"""API fuzzing with schemathesis, against the OpenAPI schema the gateway serves at /schema/openapi.json.
+
+Every operation gets generated requests, valid and invalid ("mode: all"), from a signed-in browser (session
+cookie + CSRF token; also a platform operator) and from a script (admin API key), each in its own org (the
+``{org}`` path parameter is set to it, so the calls reach the handlers); and from a caller with no credential.
+
+* Nothing answers 5xx.
+* A 2xx response matches the schema: the body validates against the documented schema, in the documented
+  content type.
+* Every error is ``application/problem+json`` with the status in the body, a title, a detail and a code.
+* Without a credential every non-public operation is refused: 401 (404 for the operator API, which hides).
+
+The schema itself documents, per operation, only the success status and a generic 400 whose body is not the
+problem+json sent; ``test_the_schema_documents_the_errors_the_api_answers`` records that as a known failure.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import pytest
+import schemathesis
+from litestar import Litestar
+from litestar.routes import HTTPRoute
+from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
+
+from tests.fuzz.conftest import Caller, Case, World, load_schema, schema_app
+
+pytestmark = pytest.mark.slow
+
+# Operations that end the caller's own session or org would turn the rest of the run into 401/404s; they are
+# covered by the anonymous run here, the route walk and the account/org tests.
+ENDS_THE_CALLER = {("POST", "/api/v1/auth/logout"), ("DELETE", "/api/v1/orgs/{org}"),
+                   ("POST", "/api/v1/orgs/{org}/leave")}
+# /readyz?deep=true answers 503 by contract while no worker polls (none does here); see tests/gateway/test_health.py.
+NOT_FUZZED = {("GET", "/readyz")}
+# The install manifest is fetched by `kubectl apply -f URL`: its errors are YAML comments kubectl prints as they
+# are, on purpose (gateway/agent_api/install.py).
+PLAIN_TEXT_ERRORS = {("GET", "/agent/v1/install/{filename}")}
+_PARAM = re.compile(r"\{(\w+):(\w+)\}")
+
+schema = load_schema()
+anonymous_schema = schema.exclude(lambda ctx: (ctx.operation.method.upper(), ctx.operation.path) in NOT_FUZZED)
+signed_in_schema = anonymous_schema.exclude(
+    lambda ctx: (ctx.operation.method.upper(), ctx.operation.path) in ENDS_THE_CALLER)
+
+
+def _key(case: Case) -> tuple[str, str]:
+    return case.method.upper(), case.path
+
+
+def _routes(app: Litestar) -> tuple[set[tuple[str, str]], dict[str, set[str]]]:
+    """(METHOD, OpenAPI path) of the routes that declare ``opt={"public": ...}``, and each path's uuid parameters."""
+    public: set[tuple[str, str]] = set()
+    uuids: dict[str, set[str]] = {}
+    for route in app.routes:
+        if isinstance(route, HTTPRoute):
+            path = _PARAM.sub(r"{\1}", route.path)
+            uuids[path] = {name for name, kind in _PARAM.findall(route.path) if kind == "uuid"}
+            for handler in route.route_handlers:
+                if "public" in (handler.opt or {}):
+                    public |= {(m, path) for m in handler.http_methods}
+    return public, uuids
+
+
+PUBLIC, UUID_PARAMS = _routes(schema_app())
+
+
+def _malformed_id(case: Case) -> bool:
+    """A path whose id is not a UUID matches no route: the router answers 404 before any guard runs."""
+    for name in UUID_PARAMS.get(case.path, set()):
+        try:
+            uuid.UUID(str((case.path_parameters or {}).get(name)))
+        except ValueError:
+            return True
+    return False
+
+
+def _label(case: Case, response: schemathesis.Response) -> str:
+    return f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:300]}"
+
+
+def _header(response: schemathesis.Response, name: str) -> str:
+    values = response.headers.get(name.lower()) or [""]  # schemathesis keeps every value of a header
+    return values[0]
+
+
+def check_response(case: Case, response: schemathesis.Response) -> None:
+    assert response.status_code < 500, _label(case, response)
+    if 200 <= response.status_code < 300:
+        case.validate_response(response, checks=[response_schema_conformance, content_type_conformance])
+    elif response.status_code >= 400 and _key(case) in PLAIN_TEXT_ERRORS:
+        assert response.text.strip().startswith("#"), _label(case, response)
+    elif response.status_code >= 400:
+        assert _header(response, "content-type").startswith("application/problem+json"), _label(case, response)
+        body = response.json()
+        assert body["status"] == response.status_code, _label(case, response)
+        assert body.get("title") and body.get("detail") and body.get("code"), _label(case, response)
+
+
+@pytest.fixture(scope="module", params=["session", "api_key"])
+def caller(request: pytest.FixtureRequest, world: World) -> Caller:
+    chosen: Caller = getattr(world, request.param)
+    return chosen
+
+
+@signed_in_schema.parametrize()
+def test_signed_in_callers_get_no_5xx_and_responses_that_match_the_schema(
+    case: Case, caller: Caller, fuzz_app: Litestar
+) -> None:
+    if "org" in (case.path_parameters or {}):
+        case.path_parameters["org"] = caller.org
+    response = case.call(app=fuzz_app, headers=caller.headers, cookies=caller.cookies)
+    check_response(case, response)
+
+
+@pytest.fixture(scope="module", params=["anonymous"])  # a parameter, so each operation's test id names it
+def nobody(request: pytest.FixtureRequest, world: World) -> Caller:
+    # The CSRF pair any visitor has, and no session: what answers is the guard, not the CSRF check.
+    return Caller(request.param, world.session.org, {"x-csrftoken": world.csrf}, {"csrftoken": world.csrf})
+
+
+@anonymous_schema.parametrize()
+def test_calls_without_a_credential_are_refused(case: Case, nobody: Caller, fuzz_app: Litestar) -> None:
+    if "org" in (case.path_parameters or {}):
+        case.path_parameters["org"] = nobody.org
+    response = case.call(app=fuzz_app, headers=nobody.headers, cookies=nobody.cookies)
+    check_response(case, response)
+    if _key(case) in PUBLIC:
+        return
+    refused = {401, 400}  # 400: the framework turned a malformed body or parameter away before the guard
+    if case.path.startswith("/api/v1/operator/") or _malformed_id(case):
+        refused.add(404)  # the operator API may hide itself; a malformed id matches no route at all
+    assert response.status_code in refused, _label(case, response)
+
+
+# --- what the schema itself gets wrong (known; the fuzzing above works around it) -------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known: Litestar documents only the success status and a generic 400 ({status_code, detail, extra} as "
+    "application/json) per operation; the API answers application/problem+json and also 401/403/404/409/422/429 "
+    "(the descriptions say so in words). Document the problem responses to remove this mark."))
+def test_the_schema_documents_the_errors_the_api_answers() -> None:
+    undocumented = []
+    for method, path, op in _operations():
+        errors = {code: r for code, r in op.get("responses", {}).items() if code.startswith("4")}
+        if not any("application/problem+json" in (r.get("content") or {}) for r in errors.values()):
+            undocumented.append(f"{method} {path}")
+    assert undocumented == []
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known: the schema declares no securitySchemes, so clients and tools cannot tell that the API takes the "
+    "session cookie (with x-csrftoken on writes) or 'Authorization: Bearer mc_...'. Declare them to remove this mark."))
+def test_the_schema_declares_how_to_authenticate() -> None:
+    raw = schema.raw_schema
+    assert raw.get("components", {}).get("securitySchemes")
+    guarded = [op for method, path, op in _operations() if (method, path) not in PUBLIC]
+    assert all(op.get("security") or raw.get("security") for op in guarded)
+
+
+def _operations() -> list[tuple[str, str, dict[str, Any]]]:
+    """(METHOD, path, operation object) of every operation in the served schema."""
+    return [(method.upper(), path, op) for path, item in schema.raw_schema["paths"].items()
+            for method, op in item.items() if method in ("get", "put", "post", "patch", "delete")]
