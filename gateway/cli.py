@@ -1,4 +1,5 @@
-"""``metacloud``: the dev stack, the gateway, the worker, migrations and admin tasks."""
+"""``metacloud``: the dev stack, the gateway, the worker, migrations and admin tasks; and the client
+commands (login, clusters, jobs, usage) in ``gateway.cli_client``."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+from gateway.billing_cli import add_billing_commands
+from gateway.cli_client import add_commands as add_client_commands
+from gateway.cli_client import is_client_command, main_client
+from gateway.usage_cli import add_commands as add_usage_admin_commands
 from tenants.settings import Settings
 
 __all__ = ["main"]
@@ -108,7 +113,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("email")
     p.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
     p.set_defaults(func=_cmd_create_operator)
+    add_client_commands(sub)  # login, clusters, jobs, usage: talk to a gateway over HTTP
+    add_billing_commands(sub)  # billing close / sync-events / set-plan: need the database and Temporal
+    add_usage_admin_commands(sub)  # usage-admin rebuild-rollups / maintain: need the database
     args = parser.parse_args(argv)
+    if is_client_command(args):  # they need no server settings, only the stored login
+        return main_client(args)
     try:
         settings = Settings.from_env()
     except ValueError as exc:

@@ -8,21 +8,29 @@ from gateway.agent_api import AGENT_ROUTES
 from gateway.api import api_keys as api_keys_api
 from gateway.api import audit as audit_api
 from gateway.api import auth as auth_api
+from gateway.api import billing as billing_api
 from gateway.api import clusters as clusters_api
 from gateway.api import dashboard as dashboard_api
 from gateway.api import invites as invites_api
+from gateway.api import jobs as jobs_api
 from gateway.api import members as members_api
 from gateway.api import operator as operator_api
 from gateway.api import orgs as orgs_api
+from gateway.api import policies as policies_api
 from gateway.api import sso as sso_api
+from gateway.api import usage as usage_api
 from gateway.health import healthz, readyz
 from gateway.web import accounts as account_pages
 from gateway.web import admin as admin_pages
+from gateway.web import billing as billing_pages
 from gateway.web import clusters as cluster_pages
 from gateway.web import dashboard as dashboard_pages
-from gateway.web import invite_accept, org_pages
+from gateway.web import invite_accept, jobs_pages, org_pages
 from gateway.web import operator as operator_pages
+from gateway.web import policies as policy_pages
 from gateway.web import sso as sso_pages
+from gateway.web import usage as usage_pages
+from gateway.webhooks import STRIPE_WEBHOOK_ROUTES
 
 __all__ = ["route_handlers"]
 
@@ -81,7 +89,20 @@ def route_handlers() -> list[Any]:
         *clusters_api.CLUSTER_API_ROUTES,
         *cluster_pages.cluster_page_routes(),
         *AGENT_ROUTES,
+        # jobs and governance policies (API and the policies page)
+        *jobs_api.JOB_API_ROUTES,
+        *policies_api.POLICY_API_ROUTES,
+        *policy_pages.policy_page_routes(),
         # monitoring dashboards (org and operator): JSON and pages
         *dashboard_api.DASHBOARD_API_ROUTES,
         *dashboard_pages.DASHBOARD_PAGE_ROUTES,
+        # job pages: list, submit form, detail with logs, cancel, re-run
+        *jobs_pages.JOB_PAGE_ROUTES,
+        # usage: JSON, CSV and the page (the agent's upload is in AGENT_ROUTES)
+        *usage_api.USAGE_API_ROUTES,
+        *usage_pages.USAGE_PAGE_ROUTES,
+        # billing: plan, card, invoices (API and pages), Stripe's webhooks, the operator's period close
+        *billing_api.BILLING_API_ROUTES,
+        *billing_pages.billing_page_routes(),
+        *STRIPE_WEBHOOK_ROUTES,
     ]
