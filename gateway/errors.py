@@ -7,7 +7,7 @@ stack trace; the stack trace goes to the log, tied to the same request id and tr
 from __future__ import annotations
 
 import logging
-from typing import Any, cast
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import asyncpg

@@ -18,9 +18,10 @@ from typing import Any
 from litestar import Request
 from sqlalchemy import select
 
+from billing.dunning import banner as dunning_banner
 from gateway.auth import authenticate
 from gateway.runtime import GatewayRuntime
-from tenants.db import unscoped_session
+from tenants.db import tenant_session, unscoped_session
 from tenants.models import Org, User, WebSession
 from tenants.orgs import memberships_of
 from tenants.scope import TenantScope
@@ -79,5 +80,9 @@ async def page_context(
             "deleted_at": org_row.deleted_at if org_row else None,
             "role": tenant.role,
         }
+        # Every page of an org with an unpaid invoice says so (and what to do), not only the billing page.
+        runtime = request.app.state["runtime"]
+        async with tenant_session(runtime.sessions, tenant) as s:
+            context["banner"] = await dunning_banner(s, tenant.org_id)
     context.update(extra)
     return context

@@ -52,6 +52,12 @@ async def test_no_issued_secret_appears_in_any_log_line(
     app: Litestar, client: httpx.AsyncClient, db: async_sessionmaker[AsyncSession], settings: Settings,
     caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str],
 ) -> None:
+    # Whatever an earlier test did to the logging tree (a dictConfig disabling loggers, logging.disable),
+    # this test must see every line the code writes.
+    logging.disable(logging.NOTSET)
+    for logger in list(logging.root.manager.loggerDict.values()):
+        if isinstance(logger, logging.Logger):
+            logger.disabled = False
     caplog.set_level(logging.DEBUG)
     secrets: dict[str, str] = {"password": PASSWORD, "mistyped password": NEAR_MISS}
     await ensure_csrf(client)

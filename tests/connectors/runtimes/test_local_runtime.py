@@ -60,7 +60,10 @@ async def test_cancel_stops_a_long_job_and_its_children(tmp_path: Path) -> None:
     assert time.monotonic() - started < 5
     status = await rt.job_status("j2")
     assert (status.phase, status.reason) == ("failed", "cancelled")
-    assert _is_gone_or_zombie(child_pid_file)
+    async def child_gone() -> bool:  # the signal reaches the grandchild a moment later on a busy machine
+        return _is_gone_or_zombie(child_pid_file)
+
+    await _eventually(child_gone)
     await rt.cancel_job("j2")  # a second cancel is harmless
 
 
