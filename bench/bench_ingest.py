@@ -47,13 +47,15 @@ async def _seed(dsn: str, jobs_per_cluster: int) -> tuple[uuid.UUID, list[tuple[
         await conn.execute("INSERT INTO orgs (id, slug, name, plan) VALUES ($1, $2, 'Bench', 'payg')", org_id,
                            f"bench-{org_id.hex[:8]}")
         for i in range(AGENTS):
-            cid, raw = uuid.uuid4(), format_credential(f"{i:08x}", secrets.token_urlsafe(32))
+            # a random prefix: other benchmarks share this database and its unique credential prefixes
+            pid = secrets.token_hex(4)
+            cid, raw = uuid.uuid4(), format_credential(pid, secrets.token_urlsafe(32))
             await conn.execute("INSERT INTO clusters (id, org_id, name, provider, region, labels, state, state_reason, "
                                "state_changed_at, created_at) VALUES ($1, $2, $3, 'eks', 'x', '{}', 'attached', '', "
                                "$4, $4)", cid, org_id, f"c{i}", now)
             await conn.execute("INSERT INTO cluster_credentials (id, org_id, cluster_id, prefix, secret_hash, "
                                "created_at) VALUES ($1, $2, $3, $4, $5, $6)", uuid.uuid4(), org_id, cid,
-                               f"mca_{i:08x}", hashlib.sha256(raw.encode()).hexdigest(), now)
+                               f"mca_{pid}", hashlib.sha256(raw.encode()).hexdigest(), now)
             job_ids = [uuid.uuid4() for _ in range(jobs_per_cluster)]
             await conn.copy_records_to_table(
                 "jobs", columns=["id", "org_id", "name", "cpu_millis", "memory_bytes", "gpus", "state", "reason",
