@@ -1,30 +1,29 @@
-"""API requests per second: the full gateway stack against a bare Litestar endpoint, in the same run.
+"""API requests per second: an authenticated request through the whole gateway against a bare
+Litestar endpoint, in the same run.
 
-Full stack: ``create_app`` with all its middleware (request id, exception handlers, compression) and a
-bench route that reads the org's own row through ``tenant_session`` (RLS scope set, one transaction,
-a real PostgreSQL round trip). Bare: a Litestar app with one handler returning a small dict.
-Both are driven in-process by the same httpx driver (8 concurrent workers, after a warm-up), so the
-ratio bare / full is how many times slower a request through our stack is.
-
-To measure a real endpoint instead (e.g. an authenticated request once API keys exist), change
-``_full_stack`` to return that app and path (and pass headers to ``drive``).
+Authenticated: ``GET /api/v1/orgs/{org}/members`` with ``Authorization: Bearer mc_...`` on the app
+``create_app`` builds — every middleware, the API key check, the guard resolving the org and role,
+and the members query under RLS (real PostgreSQL round trips). Bare: a Litestar app with one handler
+returning a small dict. Both are driven in-process by the same httpx driver (8 concurrent workers,
+after a warm-up), so the ratio bare / full is how many times slower a request through our stack is.
 """
 
 from __future__ import annotations
 
+import secrets
 import uuid
 
 from litestar import Litestar, get
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.context import BenchContext
 from bench.load import LoadResult, drive
 from bench.report import Figure
 from gateway.app import create_app
-from tenants.db import create_app_engine, create_sessionmaker, tenant_session, unscoped_session
-from tenants.models import Org
-from tenants.scope import TenantScope
+from tenants.credentials import API_KEY_PREFIX, format_api_key
+from tenants.db import create_app_engine, create_sessionmaker, unscoped_session
+from tenants.models import ApiKey, Membership, Org, User
+from tenants.security import hash_token, new_token
 from tenants.settings import Settings
 
 CONCURRENCY = 8
@@ -32,42 +31,45 @@ ROUNDS = 4
 WARMUP = 200
 
 
-@get("/bench/orgs/{org_id:uuid}")
-async def org_row(org_id: uuid.UUID, sessions: async_sessionmaker[AsyncSession]) -> dict[str, str]:
-    async with tenant_session(sessions, TenantScope.for_system(org_id, "bench")) as session:
-        org = (await session.execute(select(Org).where(Org.id == org_id))).scalar_one()
-    return {"id": str(org.id), "slug": org.slug, "name": org.name, "plan": org.plan}
-
-
 @get("/ping", sync_to_thread=False)
 def ping() -> dict[str, str]:
     return {"status": "ok"}
 
 
-async def _full_stack(settings: Settings, engine: AsyncEngine) -> tuple[Litestar, str]:
-    """The app and the path measured as "full stack"."""
-    org_id = uuid.uuid4()
+async def _full_stack(settings: Settings, engine: AsyncEngine) -> tuple[Litestar, str, dict[str, str]]:
+    """The app, the path and the headers measured as "full stack": an API-key request to a real endpoint."""
+    org_id, user_id = uuid.uuid4(), uuid.uuid4()
+    prefix_id = secrets.token_hex(4)
+    key = format_api_key(prefix_id, new_token())
+    slug = f"bench-{org_id.hex[:8]}"
     async with unscoped_session(create_sessionmaker(engine), reason="bench setup") as session:
-        session.add(Org(id=org_id, slug=f"bench-{org_id.hex[:8]}", name="Bench"))
-    return create_app(settings, engine=engine, extra_route_handlers=[org_row]), f"/bench/orgs/{org_id}"
+        session.add(Org(id=org_id, slug=slug, name="Bench"))
+        session.add(User(id=user_id, email=f"bench-{prefix_id}@example.com", name="Bench"))
+        await session.flush()
+        session.add(Membership(org_id=org_id, user_id=user_id, role="owner"))
+        session.add(ApiKey(org_id=org_id, name="bench", prefix=API_KEY_PREFIX + prefix_id,
+                           secret_hash=hash_token(key), role="admin", created_by=user_id))
+    app = create_app(settings, engine=engine)
+    return app, f"/api/v1/orgs/{slug}/members", {"Authorization": f"Bearer {key}"}
 
 
 async def run(ctx: BenchContext) -> list[Figure]:
     settings = await ctx.settings()
     engine = create_app_engine(settings)
     try:
-        full, full_path = await _full_stack(settings, engine)
+        full, full_path, headers = await _full_stack(settings, engine)
         bare = Litestar([ping], logging_config=None)  # as create_app: no logging setup
         per_round = ctx.scale(full=1000, quick=200)
         bare_runs: list[LoadResult] = []
         full_runs: list[LoadResult] = []
         async with full.lifespan(), bare.lifespan():
             await drive(bare, "/ping", requests=WARMUP, concurrency=CONCURRENCY)
-            await drive(full, full_path, requests=WARMUP, concurrency=CONCURRENCY)
+            await drive(full, full_path, requests=WARMUP, concurrency=CONCURRENCY, headers=headers)
             # Alternate short rounds so a change in background load hits both sides alike.
             for _ in range(ROUNDS):
                 bare_runs.append(await drive(bare, "/ping", requests=per_round, concurrency=CONCURRENCY))
-                full_runs.append(await drive(full, full_path, requests=per_round, concurrency=CONCURRENCY))
+                full_runs.append(await drive(full, full_path, requests=per_round, concurrency=CONCURRENCY,
+                                             headers=headers))
     finally:
         await engine.dispose()
     return _figures(full=LoadResult.combine(full_runs), bare=LoadResult.combine(bare_runs))
