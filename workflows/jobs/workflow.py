@@ -14,6 +14,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -75,12 +78,11 @@ class JobLifecycleWorkflow:
             if self._state in FINISHED:
                 return LifecycleResult(state=self._state)
             if self._state == "queued":
-                await workflow.wait_condition(lambda: self._placed or self._cancel,
-                                              timeout=timedelta(seconds=inp.placement_check_s))
+                await _wait(lambda: self._placed or self._cancel, inp.placement_check_s)
                 continue
             poll = inp.min_poll_s
             while self._state not in FINISHED and self._state != "queued":
-                await workflow.wait_condition(lambda: self._cancel, timeout=timedelta(seconds=poll))
+                await _wait(lambda: self._cancel, poll)
                 self._cancel = False  # a cancel during the check below wakes the next wait at once
                 seq += 1
                 check_input = CheckInput(job_id=inp.job_id, org_id=inp.org_id, seq=seq, run_id=workflow.info().run_id,
@@ -93,6 +95,12 @@ class JobLifecycleWorkflow:
             if self._state in FINISHED:
                 return LifecycleResult(state=self._state)
             # re-queued after its cluster was lost: wait to be placed again
+
+
+async def _wait(condition: Callable[[], bool], seconds: float) -> None:
+    """Wait for ``condition`` or ``seconds``, whichever comes first (Temporal raises on the timeout)."""
+    with contextlib.suppress(asyncio.TimeoutError):
+        await workflow.wait_condition(condition, timeout=timedelta(seconds=seconds))
 
 
 @workflow.defn(name="jobs.scheduler")
