@@ -11,14 +11,14 @@ import pytest
 from litestar import Litestar
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
-from temporalio.worker import Worker
 
 from gateway.app import create_app
 from gateway.runtime import TemporalHandle
 from tenants.settings import Settings
 from tests.factories import MadeOrg, MadeUser, make_api_key, make_org, make_user
 from tests.temporal_helpers import wait_for_poller
-from workflows.registry import Dependencies, build_registry
+from workflows.registry import Dependencies
+from workflows.worker import build_worker
 
 
 @pytest.fixture
@@ -72,9 +72,7 @@ async def start_worker(temporal_client: Client, csettings: Settings, queue: str,
     tasks: list[asyncio.Task[None]] = []
 
     async def start() -> asyncio.Task[None]:
-        registry = build_registry(Dependencies(settings=csettings, sessions=db))
-        worker = Worker(temporal_client, task_queue=queue, workflows=list(registry.workflows),
-                        activities=list(registry.activities))
+        worker = build_worker(temporal_client, Dependencies(settings=csettings, sessions=db), task_queue=queue)
         task = asyncio.create_task(worker.run())
         tasks.append(task)
         await wait_for_poller(temporal_client, queue)

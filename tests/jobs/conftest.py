@@ -16,7 +16,6 @@ from litestar import Litestar
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
-from temporalio.worker import Worker
 
 from connectors.protocol import GpuCapacity, Inventory, NodeInventory, Taint
 from connectors.server.heartbeats import summarize
@@ -27,7 +26,8 @@ from tenants.db import unscoped_session
 from tenants.settings import Settings
 from tests.factories import MadeOrg, MadeUser, add_member, make_api_key, make_org, make_user
 from tests.temporal_helpers import wait_for_poller
-from workflows.registry import Dependencies, build_registry
+from workflows.registry import Dependencies
+from workflows.worker import build_worker
 
 GiB = 1 << 30
 _PLANS = importlib.import_module("infra.migrations.versions.0008_jobs").PLANS
@@ -149,9 +149,7 @@ async def start_worker(temporal_client: Client, jsettings: Settings, queue: str,
     tasks: list[asyncio.Task[None]] = []
 
     async def start() -> asyncio.Task[None]:
-        registry = build_registry(Dependencies(settings=jsettings, sessions=db))
-        worker = Worker(temporal_client, task_queue=queue, workflows=list(registry.workflows),
-                        activities=list(registry.activities))
+        worker = build_worker(temporal_client, Dependencies(settings=jsettings, sessions=db), task_queue=queue)
         task = asyncio.create_task(worker.run())
         tasks.append(task)
         await wait_for_poller(temporal_client, queue)
