@@ -1,0 +1,93 @@
+"""A bare-host cluster end to end: the real gateway, the Temporal dev server running the metascheduler and
+the job lifecycle workflow, and the agent with its local runtime running jobs as processes on this machine.
+Unlike the Kubernetes emulator (which runs no pods), here jobs really run and end, so the lifecycle is
+followed all the way: queued -> placed -> dispatched -> running -> succeeded / failed, with the exit code."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from connectors.agent.config import AgentConfig
+from connectors.agent.loop import Agent
+from connectors.runtimes.local import LocalRuntime
+from tests.clusters.helpers import eventually
+from tests.jobs.conftest import Member, WorkerFactory, set_plan
+
+FINISHED = ("succeeded", "failed", "cancelled", "timed_out", "lost")
+
+
+@pytest.fixture
+async def bare_host(http: httpx.AsyncClient, owner: Member, start_worker: WorkerFactory,
+                    db: async_sessionmaker[AsyncSession], tmp_path: Path) -> AsyncIterator[str]:
+    """An attached bare-host cluster whose agent runs jobs on this machine; yields its id."""
+    await start_worker()
+    await set_plan(db, owner.org.id, "payg")
+    clusters = f"/api/v1/orgs/{owner.org.slug}/clusters"
+    made = await http.post(clusters, json={"name": "this-host", "provider": "bare_host"}, headers=owner.headers)
+    assert made.status_code == 201, made.text
+    cluster_id, token = made.json()["id"], made.json()["install"]["token"]
+    runtime = LocalRuntime(tmp_path / "runtime", kill_grace_s=2)
+    agent = Agent(AgentConfig(server_url="http://testserver", token=token, state_dir=tmp_path / "agent",
+                              runtime="local", heartbeat_interval_s=0.3, command_wait_s=2), runtime, http)
+    stop = asyncio.Event()
+    run = asyncio.create_task(agent.run(stop))
+    try:
+        async def attached() -> bool:
+            resp = await http.get(f"{clusters}/{cluster_id}", headers=owner.headers)
+            return bool(resp.json()["state"] == "attached")
+        await eventually(attached, timeout=30)
+        yield cluster_id
+    finally:
+        stop.set()
+        await asyncio.gather(run, return_exceptions=True)
+
+
+async def _submit(http: httpx.AsyncClient, owner: Member, name: str, code: str) -> str:
+    resp = await http.post(owner.url(), headers=owner.headers, json={
+        "name": name, "image": "python:3.11", "command": [sys.executable, "-c", code],
+        "resources": {"cpu": 0.5, "memory": "256Mi"}})
+    assert resp.status_code == 201, resp.text
+    return str(resp.json()["id"])
+
+
+async def _until_finished(http: httpx.AsyncClient, owner: Member, job_id: str) -> dict[str, Any]:
+    seen: list[dict[str, Any]] = []
+
+    async def finished() -> bool:
+        seen.append((await http.get(owner.url(f"/{job_id}"), headers=owner.headers)).json())
+        return seen[-1]["state"] in FINISHED
+    try:
+        await eventually(finished, timeout=60, every=0.3)
+    except TimeoutError:
+        pytest.fail(f"the job never finished; last seen {seen[-1]['state']}: {seen[-1]['reason']}")
+    return seen[-1]
+
+
+async def test_a_job_that_exits_0_succeeds_and_one_that_exits_3_fails_with_its_exit_code(
+    http: httpx.AsyncClient, owner: Member, bare_host: str,
+) -> None:
+    good = await _submit(http, owner, "hello", "print('hello from the job')")
+    bad = await _submit(http, owner, "broken", "import sys; print('about to fail'); sys.exit(3)")
+
+    done = await _until_finished(http, owner, good)
+    assert done["state"] == "succeeded", done["reason"]
+    assert done["exit_code"] == 0
+    assert done["cluster"]["id"] == bare_host
+    assert done["started_at"] and done["finished_at"] and done["started_at"] <= done["finished_at"]
+    states = [e["state"] for e in done["events"]]
+    assert states[:3] == ["queued", "placed", "dispatched"] and states[-1] == "succeeded", done["events"]
+    logs = await http.get(owner.url(f"/{good}/logs"), headers=owner.headers)
+    assert logs.status_code == 200 and "hello from the job" in logs.text, logs.text
+
+    failed = await _until_finished(http, owner, bad)
+    assert failed["state"] == "failed", failed["reason"]
+    assert failed["exit_code"] == 3
+    assert "3" in failed["reason"], failed["reason"]
