@@ -8,7 +8,7 @@ Tables:
 * ``records(seq, id, body)``: encoded usage records, oldest first by ``seq``; ``id`` is unique, so a
   record spooled twice is kept once.
 * ``subjects(subject, kind, spec, started_at, metered_until, finished_at)``: what the meter measures:
-  jobs this agent started (``kind='job'``, ``spec`` their allocation) and, later, volumes.
+  jobs this agent started (``kind='job'``, ``spec`` their allocation) and the volumes it meters (``kind='volume'``).
 * ``rejected(id, code, reason, body, at)``: the last records the gateway refused for good, to inspect.
 
 The size bound (``max_bytes`` of record bodies) is never exceeded: an append that would cross it is

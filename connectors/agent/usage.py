@@ -9,8 +9,13 @@
   batch only after the answer (backpressure); accepted and refused ids leave the spool. While the
   gateway is unreachable it backs off (full jitter, capped) and the records wait on disk.
 
-Storage (persistent volumes) has its record kind and a seam (``UsageMeter.volume_attached`` /
-``volume_released``); the runtimes do not report volumes yet.
+* Storage: each tick first syncs the runtime's persistent volumes (``runtime.volumes()``, e.g. the
+  Bound PVCs of the jobs namespace) with the spool: a new volume starts a subject, a gone one ends
+  it, a resized one ends the old size's subject and starts the new size's at the same second, so the
+  old size's windows end where the new size's begin and none is counted twice. Volume records
+  (``storage``, ``allocated`` = bytes) name the volume; their id derives from the volume and the
+  window start, like a job's. If the listing fails, the volumes known before stay as they are (a
+  flaky API never ends their metering).
 
 The wire shape and the id must match ``billing.usage.ingest`` / ``billing.usage.ids`` (this package
 imports nothing of the control plane; a test checks both sides compute the same ids).
@@ -35,6 +40,7 @@ import msgspec
 from connectors.agent.client import AgentClient, Fatal, Transient, _http_problem, _transport_problem
 from connectors.agent.spool import DEFAULT_MAX_BYTES, Spool, Subject
 from connectors.protocol import AGENT_VERSION, AGENT_VERSION_HEADER, JobSpec
+from connectors.runtimes.base import Volume
 
 __all__ = [
     "UNITS",
@@ -120,8 +126,10 @@ def window_records(subject: Subject, start: int, end: int) -> list[UsageRecord]:
     seconds = end - start
     spec = subject.spec
     if subject.kind == "volume":
+        name = str(spec["volume"])  # the spool key also carries size and start (``volume_key``); records name the volume
         parts = [("storage", int(spec.get("bytes", 0)), "")]
     else:
+        name = subject.subject
         parts = [("vcpu", int(spec.get("cpu_millis", 0)), ""), ("memory", int(spec.get("memory_bytes", 0)), ""),
                  ("gpu", int(spec.get("gpus", 0)), str(spec.get("gpu_type") or "gpu"))]
     out = []
@@ -129,25 +137,35 @@ def window_records(subject: Subject, start: int, end: int) -> list[UsageRecord]:
         if allocated <= 0:
             continue
         out.append(UsageRecord(
-            id=record_id(subject.subject, resource, gpu_type, start), resource=resource, unit=UNITS[resource],
+            id=record_id(name, resource, gpu_type, start), resource=resource, unit=UNITS[resource],
             window_start=_dt(start), window_end=_dt(end), allocated=allocated, quantity=allocated * seconds,
-            job_id=subject.subject if subject.kind == "job" else None,
-            volume=subject.subject if subject.kind == "volume" else None, gpu_type=gpu_type))
+            job_id=name if subject.kind == "job" else None,
+            volume=name if subject.kind == "volume" else None, gpu_type=gpu_type))
     return out
 
 
-class JobStatusSource(Protocol):
+class MeteredRuntime(Protocol):
+    """What the meter asks the runtime: whether a job still runs, and which volumes exist."""
+
     async def job_status(self, job_id: str) -> Any: ...
+
+    async def volumes(self) -> list[Volume]: ...
+
+
+def volume_key(volume: str, size_bytes: int, started_at: int) -> str:
+    """The spool key of one volume at one size from one moment: a resize or a return is a new subject."""
+    return f"{volume}@{size_bytes}@{started_at}"
 
 
 class UsageMeter:
-    def __init__(self, spool: Spool, runtime: JobStatusSource, *, window_s: int = 60,
+    def __init__(self, spool: Spool, runtime: MeteredRuntime, *, window_s: int = 60,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.spool = spool
         self.runtime = runtime
         self.window_s = window_s
         self.clock = clock
         self._encoder = msgspec.json.Encoder()
+        self._volumes_failing = False
 
     # --- what runs (called by the command executor) --------------------------------------------
 
@@ -159,17 +177,51 @@ class UsageMeter:
         await asyncio.to_thread(self.spool.subject_finished, job_id, int(self.clock().timestamp()))
 
     async def volume_attached(self, volume: str, size_bytes: int) -> None:
-        """The storage seam: a runtime that reports persistent volumes calls this (and ``volume_released``)."""
-        await asyncio.to_thread(self.spool.subject_started, volume, "volume", {"bytes": size_bytes},
-                                int(self.clock().timestamp()))
+        """Meter ``volume`` at ``size_bytes`` from now (``sync_volumes`` calls this for what it finds)."""
+        now = int(self.clock().timestamp())
+        await asyncio.to_thread(self.spool.subject_started, volume_key(volume, size_bytes, now), "volume",
+                                {"volume": volume, "bytes": size_bytes}, now)
 
     async def volume_released(self, volume: str) -> None:
-        await asyncio.to_thread(self.spool.subject_finished, volume, int(self.clock().timestamp()))
+        """Stop metering ``volume`` now (its windows up to now are still metered)."""
+        now = int(self.clock().timestamp())
+        for subject in await self._open_volumes():
+            if subject.spec["volume"] == volume:
+                await asyncio.to_thread(self.spool.subject_finished, subject.subject, now)
+
+    async def _open_volumes(self) -> list[Subject]:
+        return [s for s in await asyncio.to_thread(self.spool.subjects) if s.kind == "volume" and s.finished_at is None]
+
+    async def sync_volumes(self) -> None:
+        """Make the metered volumes those the runtime lists now: start new ones, end gone ones, and
+        switch a resized one (the old size ends at the second the new one starts, so no window counts
+        twice). A failed listing changes nothing: metering goes on with the volumes known before."""
+        try:
+            listed = await self.runtime.volumes()
+        except Exception as exc:  # the runtime is down or not allowed to list: keep what we know
+            if not self._volumes_failing:
+                log.debug("listing volumes failed, metering the ones known before: %r", exc)
+            self._volumes_failing = True
+            return
+        if self._volumes_failing:
+            log.debug("listing volumes works again")
+        self._volumes_failing = False
+        wanted = {v.id: v for v in listed}
+        metered = {str(s.spec["volume"]): int(s.spec["bytes"]) for s in await self._open_volumes()}
+        for volume, size in metered.items():
+            if volume not in wanted or wanted[volume].size_bytes != size:
+                log.info("storage: stop metering volume %s at %d bytes", volume, size)
+                await self.volume_released(volume)
+        for volume, found in wanted.items():
+            if metered.get(volume) != found.size_bytes:
+                log.info("storage: metering volume %s (%s) at %d bytes", volume, found.name, found.size_bytes)
+                await self.volume_attached(volume, found.size_bytes)
 
     # --- metering ------------------------------------------------------------------------------
 
     async def tick(self) -> int:
-        """Meter every subject up to the last window boundary; returns the records spooled."""
+        """Sync the volumes, then meter every subject up to the last window boundary; returns the records spooled."""
+        await self.sync_volumes()
         now = int(self.clock().timestamp())
         boundary = now - now % self.window_s
         spooled = 0
@@ -337,7 +389,7 @@ class UsageUploader:
 class UsageReporter:
     """What the agent loop runs: the meter every window and the uploader, over one spool."""
 
-    def __init__(self, state_dir: Path, runtime: JobStatusSource, *, settings: UsageSettings | None = None,
+    def __init__(self, state_dir: Path, runtime: MeteredRuntime, *, settings: UsageSettings | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.settings = settings or UsageSettings()
         self.state_dir = state_dir

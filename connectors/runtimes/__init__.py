@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from connectors.runtimes.base import JobPhase, JobStatus, Runtime, RuntimeFailure, job_label_value
+from connectors.runtimes.base import JobPhase, JobStatus, Runtime, RuntimeFailure, Volume, job_label_value
 from connectors.runtimes.local import LocalRuntime
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "LocalRuntime",
     "Runtime",
     "RuntimeFailure",
+    "Volume",
     "job_label_value",
     "make_runtime",
 ]

@@ -15,9 +15,11 @@ from typing import Any
 from kubernetes.utils import parse_quantity
 
 from connectors.protocol import GpuCapacity, NodeInventory, Taint
+from connectors.runtimes.base import Volume
 
 __all__ = [
     "GPU_PRODUCT_LABEL",
+    "bound_volumes",
     "gpu_resources",
     "is_gpu_resource",
     "node_inventory",
@@ -151,3 +153,21 @@ def node_inventory(node: Mapping[str, Any], allocated: Mapping[str, Decimal]) ->
         taints=taints,
         labels=labels,
     )
+
+
+def bound_volumes(claims: Iterable[Mapping[str, Any]]) -> list[Volume]:
+    """The Bound PersistentVolumeClaims as volumes, sized by ``status.capacity.storage``.
+
+    The capacity is what the cluster provisioned (it can exceed the request, and grows on expansion),
+    so it is what the org holds. A claim still Pending holds no storage yet; one without a uid or a
+    capacity cannot be metered honestly, so it is left out rather than guessed.
+    """
+    out: list[Volume] = []
+    for claim in claims:
+        meta = claim.get("metadata") or {}
+        status = claim.get("status") or {}
+        size = int(quantity((status.get("capacity") or {}).get("storage")))
+        if status.get("phase") != "Bound" or not meta.get("uid") or size <= 0:
+            continue
+        out.append(Volume(id=str(meta["uid"]), size_bytes=size, name=f"{meta.get('namespace', '')}/{meta.get('name', '')}"))
+    return out

@@ -22,6 +22,7 @@ __all__ = [
     "JobStatus",
     "Runtime",
     "RuntimeFailure",
+    "Volume",
     "job_label_value",
 ]
 
@@ -53,6 +54,18 @@ class JobStatus(msgspec.Struct, kw_only=True):
         return result
 
 
+class Volume(msgspec.Struct, kw_only=True, frozen=True):
+    """A persistent volume the org owns on the cluster, metered as storage while it exists.
+
+    ``id`` stays the same for the volume's whole life and is never reused (a PVC's uid), so usage
+    records name it; ``name`` is only for people (``namespace/claim``).
+    """
+
+    id: str
+    size_bytes: int
+    name: str = ""
+
+
 @runtime_checkable
 class Runtime(Protocol):
     """What the agent needs from a cluster. Every method may raise ``RuntimeFailure``."""
@@ -82,6 +95,10 @@ class Runtime(Protocol):
         ...
 
     async def logs(self, job_id: str, tail_lines: int | None = None) -> str: ...
+
+    async def volumes(self) -> list[Volume]:
+        """The persistent volumes the org owns here, with their provisioned size (metered as storage)."""
+        ...
 
     async def cleanup(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Undo ``provision`` (detach). Idempotent."""

@@ -20,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 from connectors.protocol import AGENT_VERSION, AgentFacts, Inventory, JobSpec
 from connectors.runtimes._kube_api import KubeApiError, KubeCalls, in_kubernetes, kube_api_client
-from connectors.runtimes._kube_inventory import node_inventory, requests_by_node
+from connectors.runtimes._kube_inventory import bound_volumes, node_inventory, requests_by_node
 from connectors.runtimes._kube_jobs import (
     DEFAULT_PRIORITY_CLASSES,
     JOB_ID_LABEL,
@@ -30,7 +30,7 @@ from connectors.runtimes._kube_jobs import (
     job_name,
     job_status_from,
 )
-from connectors.runtimes.base import JobPhase, JobStatus, RuntimeFailure, job_label_value
+from connectors.runtimes.base import JobPhase, JobStatus, RuntimeFailure, Volume, job_label_value
 
 __all__ = ["DEFAULT_JOBS_NAMESPACE", "KubeApiError", "KubernetesRuntime", "in_kubernetes", "kube_api_client"]
 
@@ -113,6 +113,17 @@ class KubernetesRuntime(KubeCalls):
             kubernetes_version=version.get("gitVersion") or None,
         )
 
+    async def volumes(self) -> list[Volume]:
+        """The Bound PersistentVolumeClaims in the jobs namespace: the storage the org's work holds here.
+
+        Only that namespace: the agent manages it for the org, and claims elsewhere in the cluster are
+        not the platform's to bill. Identity is the claim's uid (a claim deleted and made again under
+        the same name is a new volume).
+        """
+        claims = await self._list(f"list persistent volume claims in {self.namespace}",
+                                  self.core.list_namespaced_persistent_volume_claim, self.namespace)
+        return bound_volumes(claims)
+
     # --- provisioning ---------------------------------------------------------------------------
 
     async def provision(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -180,6 +191,8 @@ class KubernetesRuntime(KubeCalls):
             (f"delete jobs in {ns}", {"verb": "delete", "resource": "jobs", "group": "batch", "namespace": ns}),
             (f"read pod logs in {ns}", {"verb": "get", "resource": "pods", "subresource": "log", "namespace": ns}),
             ("list storage classes", {"verb": "list", "resource": "storageclasses", "group": "storage.k8s.io"}),
+            (f"list persistent volume claims in {ns}",
+             {"verb": "list", "resource": "persistentvolumeclaims", "namespace": ns}),
         ]
         permissions: dict[str, bool] = {}
         problems: list[str] = []

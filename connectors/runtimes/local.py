@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.protocol import AGENT_VERSION, AgentFacts, GpuCapacity, Inventory, JobSpec, NodeInventory
-from connectors.runtimes.base import JobPhase, JobStatus, RuntimeFailure
+from connectors.runtimes.base import JobPhase, JobStatus, RuntimeFailure, Volume
 
 __all__ = ["LocalRuntime", "host_cpu_millis", "host_memory_bytes"]
 
@@ -309,6 +309,10 @@ class LocalRuntime:
         if not path.exists():
             return ""
         return await asyncio.to_thread(_tail, path, tail_lines)
+
+    async def volumes(self) -> list[Volume]:
+        """None: a bare host has no persistent volumes of the org's; its disks are the host's own, not metered."""
+        return []
 
     async def aclose(self) -> None:
         """Leave running jobs alone (they outlive an agent restart) but stop watching them."""

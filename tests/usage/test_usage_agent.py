@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from billing.usage.ids import record_id_text
 from connectors.agent.commands import CommandExecutor
 from connectors.agent.spool import Spool
 from connectors.agent.usage import (
@@ -21,7 +22,7 @@ from connectors.agent.usage import (
     UsageUploader,
 )
 from connectors.protocol import Command, JobSpec
-from connectors.runtimes.base import JobStatus
+from connectors.runtimes.base import JobStatus, RuntimeFailure, Volume
 
 T0 = 1_780_000_000 - 1_780_000_000 % 3600  # an hour boundary
 
@@ -35,12 +36,13 @@ class Clock:
 
 
 class Runtime:
-    """Just enough of a runtime: jobs start, run, end when told."""
+    """Just enough of a runtime: jobs start, run, end when told; volumes are what ``volumes`` holds."""
 
     kind = "fake"
 
     def __init__(self) -> None:
         self.status: dict[str, JobStatus] = {}
+        self.listed: list[Volume] | Exception = []
 
     async def start_job(self, spec: JobSpec) -> dict[str, Any]:
         self.status.setdefault(spec.job_id, JobStatus(job_id=spec.job_id, phase="pending"))
@@ -51,6 +53,11 @@ class Runtime:
 
     async def job_status(self, job_id: str) -> JobStatus:
         return self.status.get(job_id, JobStatus(job_id=job_id, phase="unknown"))
+
+    async def volumes(self) -> list[Volume]:
+        if isinstance(self.listed, Exception):
+            raise self.listed
+        return list(self.listed)
 
     async def provision(self, payload: dict[str, Any]) -> dict[str, Any]:
         return {}
@@ -172,3 +179,106 @@ def test_the_window_must_divide_an_hour() -> None:
     with pytest.raises(ValueError, match="divide an hour"):
         UsageSettings(window_s=7)
     assert UsageSettings(window_s=300).window_s == 300
+
+
+# --- storage: the volumes the runtime lists -------------------------------------------------------
+
+GiB = 1 << 30
+
+
+def _storage(spool: Spool) -> list[tuple[int, int, int, int]]:
+    """(start, end, allocated, quantity) of the spooled storage records, relative to T0, in time order."""
+    recs = [r for r in _records(spool) if r.resource == "storage"]
+    return sorted((int(r.window_start.timestamp()) - T0, int(r.window_end.timestamp()) - T0, r.allocated, r.quantity)
+                  for r in recs)
+
+
+async def test_a_listed_volume_is_metered_as_storage_with_the_ids_ingest_expects(tmp_path: Path) -> None:
+    clock, runtime = Clock(T0 + 30), Runtime()
+    runtime.listed = [Volume(id="pvc-uid-1", size_bytes=10 * GiB, name="metacloud-jobs/data")]
+    spool = Spool(tmp_path / "spool.sqlite3")
+    meter = UsageMeter(spool, runtime, window_s=60, clock=clock)
+    assert await meter.tick() == 0  # seen from T0+30: no window has ended yet
+    clock.at = T0 + 150
+    assert await meter.tick() == 2
+    assert _storage(spool) == [(30, 60, 10 * GiB, 10 * GiB * 30), (60, 120, 10 * GiB, 10 * GiB * 60)]
+    for r in _records(spool):
+        assert (r.volume, r.job_id, r.unit, r.gpu_type) == ("pvc-uid-1", None, "byte_seconds", "")
+        assert r.id == record_id_text("pvc-uid-1", "storage", "", int(r.window_start.timestamp()))
+    spool.close()
+
+
+async def test_a_volume_that_is_gone_is_metered_to_when_it_went_and_then_forgotten(tmp_path: Path) -> None:
+    clock, runtime = Clock(T0), Runtime()
+    runtime.listed = [Volume(id="pvc-2", size_bytes=GiB)]
+    spool = Spool(tmp_path / "spool.sqlite3")
+    meter = UsageMeter(spool, runtime, window_s=60, clock=clock)
+    await meter.tick()
+    runtime.listed = []
+    clock.at = T0 + 100
+    await meter.tick()  # released at T0+100; [0, 60) metered
+    clock.at = T0 + 300
+    await meter.tick()  # [60, 100): to its end, and no further
+    clock.at = T0 + 900
+    assert await meter.tick() == 0
+    assert _storage(spool) == [(0, 60, GiB, GiB * 60), (60, 100, GiB, GiB * 40)]
+    assert spool.subjects() == []
+    spool.close()
+
+
+async def test_a_resized_volume_switches_size_at_one_second_without_overlapping_windows(tmp_path: Path) -> None:
+    clock, runtime = Clock(T0), Runtime()
+    runtime.listed = [Volume(id="pvc-3", size_bytes=10 * GiB)]
+    spool = Spool(tmp_path / "spool.sqlite3")
+    meter = UsageMeter(spool, runtime, window_s=60, clock=clock)
+    await meter.tick()
+    runtime.listed = [Volume(id="pvc-3", size_bytes=20 * GiB)]  # expanded
+    clock.at = T0 + 90
+    await meter.tick()
+    clock.at = T0 + 200
+    await meter.tick()
+    # back to back at T0+90: the old size up to it, the new one from it; no gap, no overlap
+    assert _storage(spool) == [(0, 60, 10 * GiB, 10 * GiB * 60), (60, 90, 10 * GiB, 10 * GiB * 30),
+                               (90, 120, 20 * GiB, 20 * GiB * 30), (120, 180, 20 * GiB, 20 * GiB * 60)]
+    assert len({r.id for r in _records(spool)}) == 4
+    [still] = spool.subjects()  # the old size is done and forgotten; the new one goes on
+    assert still.spec == {"volume": "pvc-3", "bytes": 20 * GiB} and still.finished_at is None
+    spool.close()
+
+
+async def test_a_failed_listing_keeps_metering_the_volumes_known_before(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    clock, runtime = Clock(T0), Runtime()
+    runtime.listed = [Volume(id="pvc-4", size_bytes=GiB)]
+    spool = Spool(tmp_path / "spool.sqlite3")
+    meter = UsageMeter(spool, runtime, window_s=60, clock=clock)
+    await meter.tick()
+    runtime.listed = RuntimeFailure("list persistent volume claims in metacloud-jobs: permission denied")
+    with caplog.at_level(logging.DEBUG, "metacloud.agent"):
+        for at in (T0 + 60, T0 + 120, T0 + 180):
+            clock.at = at
+            await meter.tick()
+    assert [(s, e) for s, e, _, _ in _storage(spool)] == [(0, 60), (60, 120), (120, 180)]
+    failures = [r for r in caplog.records if "listing volumes failed" in r.getMessage()]
+    assert len(failures) == 1 and failures[0].levelno == logging.DEBUG  # once, not every tick
+    runtime.listed = []  # the listing works again, and the volume is really gone
+    clock.at = T0 + 200
+    await meter.tick()
+    clock.at = T0 + 300
+    await meter.tick()
+    assert _storage(spool)[-1] == (180, 200, GiB, GiB * 20) and spool.subjects() == []
+    spool.close()
+
+
+async def test_after_a_restart_a_volume_goes_on_as_the_same_subject(tmp_path: Path) -> None:
+    clock, runtime = Clock(T0), Runtime()
+    runtime.listed = [Volume(id="pvc-5", size_bytes=GiB)]
+    spool = Spool(tmp_path / "spool.sqlite3")
+    await UsageMeter(spool, runtime, window_s=60, clock=clock).tick()
+    spool.close()
+    clock.at = T0 + 130
+    spool = Spool(tmp_path / "spool.sqlite3")
+    assert await UsageMeter(spool, runtime, window_s=60, clock=clock).tick() == 2
+    assert [(s, e) for s, e, _, _ in _storage(spool)] == [(0, 60), (60, 120)]
+    assert [s.started_at for s in spool.subjects()] == [T0]
+    spool.close()
