@@ -1,7 +1,8 @@
 """Checking the credentials a request carries: browser sessions and API keys.
 
-Both are looked up across tenants (the caller's org is not known yet), so they use
-``unscoped_session`` with a reason; what they return is the identity the gateway scopes with.
+Both are looked up across tenants (the caller's org is not known yet), so the caller passes a session
+of an ``unscoped_session`` (the gateway's guard resolves the org in the same transaction); what they
+return is the identity the gateway scopes with.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from tenants.db import unscoped_session, utcnow
+from tenants.db import utcnow
 from tenants.models import ApiKey, User, WebSession
 from tenants.scope import Principal
 from tenants.security import hash_token, new_token, tokens_equal
@@ -80,30 +81,31 @@ def parse_api_key(raw: str) -> tuple[str, str] | None:
 
 
 async def verify_api_key(
-    sessions: async_sessionmaker[AsyncSession], raw: str, *, ip: str | None, now: datetime | None = None
+    session: AsyncSession, raw: str, *, ip: str | None, now: datetime | None = None
 ) -> Identity | None:
+    """The key's identity, or None. Runs in the caller's unscoped transaction (which commits the
+    last-used touch): the gateway resolves the key and the org in one transaction per request."""
     parsed = parse_api_key(raw)
     if parsed is None:
         return None
     prefix, whole = parsed
     now = now or utcnow()
-    async with unscoped_session(sessions, reason="API key authentication precedes the tenant scope") as s:
-        key = (await s.execute(select(ApiKey).where(ApiKey.prefix == prefix))).scalar_one_or_none()
-        if key is None or not tokens_equal(key.secret_hash, hash_token(whole)):
-            return None
-        if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
-            return None
-        if key.last_used_at is None or now - key.last_used_at >= _TOUCH_EVERY or key.last_used_ip != ip:
-            await s.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now, last_used_ip=ip))
-        return Identity(
-            kind="api_key",
-            user_id=key.created_by,
-            email="",
-            api_key_id=key.id,
-            api_key_org_id=key.org_id,
-            api_key_role=key.role,
-            api_key_prefix=key.prefix,
-        )
+    key = (await session.execute(select(ApiKey).where(ApiKey.prefix == prefix))).scalar_one_or_none()
+    if key is None or not tokens_equal(key.secret_hash, hash_token(whole)):
+        return None
+    if key.revoked_at is not None or (key.expires_at is not None and key.expires_at <= now):
+        return None
+    if key.last_used_at is None or now - key.last_used_at >= _TOUCH_EVERY or key.last_used_ip != ip:
+        await session.execute(update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now, last_used_ip=ip))
+    return Identity(
+        kind="api_key",
+        user_id=key.created_by,
+        email="",
+        api_key_id=key.id,
+        api_key_org_id=key.org_id,
+        api_key_role=key.role,
+        api_key_prefix=key.prefix,
+    )
 
 
 async def create_web_session(
@@ -139,33 +141,33 @@ async def create_web_session(
 
 
 async def verify_web_session(
-    sessions: async_sessionmaker[AsyncSession], token: str, *, policy: SessionPolicy, now: datetime | None = None
+    session: AsyncSession, token: str, *, policy: SessionPolicy, now: datetime | None = None
 ) -> Identity | None:
+    """The signed-in person behind a session cookie, or None; in the caller's unscoped transaction."""
     now = now or utcnow()
-    async with unscoped_session(sessions, reason="session lookup precedes the tenant scope") as s:
-        row = (
-            await s.execute(
-                select(WebSession, User)
-                .join(User, User.id == WebSession.user_id)
-                .where(WebSession.token_hash == hash_token(token))
-            )
-        ).first()
-        if row is None:
-            return None
-        ws, user = row
-        if ws.revoked_at is not None or ws.expires_at <= now or now - ws.last_seen_at > policy.idle:
-            return None
-        if now - ws.last_seen_at >= _TOUCH_EVERY:
-            await s.execute(update(WebSession).where(WebSession.id == ws.id).values(last_seen_at=now))
-        return Identity(
-            kind="user",
-            user_id=user.id,
-            email=user.email,
-            is_operator=user.is_operator,
-            session_id=ws.id,
-            auth_method=ws.auth_method,
-            sso_org_id=ws.sso_org_id,
+    row = (
+        await session.execute(
+            select(WebSession, User)
+            .join(User, User.id == WebSession.user_id)
+            .where(WebSession.token_hash == hash_token(token))
         )
+    ).first()
+    if row is None:
+        return None
+    ws, user = row
+    if ws.revoked_at is not None or ws.expires_at <= now or now - ws.last_seen_at > policy.idle:
+        return None
+    if now - ws.last_seen_at >= _TOUCH_EVERY:
+        await session.execute(update(WebSession).where(WebSession.id == ws.id).values(last_seen_at=now))
+    return Identity(
+        kind="user",
+        user_id=user.id,
+        email=user.email,
+        is_operator=user.is_operator,
+        session_id=ws.id,
+        auth_method=ws.auth_method,
+        sso_org_id=ws.sso_org_id,
+    )
 
 
 async def revoke_web_session(session: AsyncSession, session_id: uuid.UUID) -> None:

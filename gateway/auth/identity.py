@@ -6,10 +6,12 @@ from datetime import timedelta
 from typing import Any, cast
 
 from litestar.connection import ASGIConnection
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from gateway.auth.cookies import session_cookie_name
 from gateway.runtime import GatewayRuntime
 from tenants.credentials import Identity, SessionPolicy, verify_api_key, verify_web_session
+from tenants.db import unscoped_session
 
 __all__ = ["authenticate", "client_ip", "session_policy"]
 
@@ -32,20 +34,37 @@ def _runtime(connection: ASGIConnection[Any, Any, Any, Any]) -> GatewayRuntime:
     return runtime
 
 
-async def authenticate(connection: ASGIConnection[Any, Any, Any, Any]) -> Identity | None:
-    cached = connection.scope.get(_CACHE_KEY, _MISSING)  # type: ignore[call-overload]
-    if cached is not _MISSING:
-        return cast("Identity | None", cached)
-    runtime = _runtime(connection)
-    identity: Identity | None = None
+def _credential(connection: ASGIConnection[Any, Any, Any, Any]) -> tuple[str, str] | None:
+    """("api_key", key) from ``Authorization: Bearer``, ("session", token) from the cookie, or None."""
     auth = connection.headers.get("authorization", "")
     if auth:
         scheme, _, credential = auth.partition(" ")
         if scheme.lower() == "bearer" and credential.strip():
-            identity = await verify_api_key(runtime.sessions, credential.strip(), ip=client_ip(connection))
-    else:
-        token = connection.cookies.get(session_cookie_name(runtime.settings))
-        if token:
-            identity = await verify_web_session(runtime.sessions, token, policy=session_policy(runtime))
+            return "api_key", credential.strip()
+        return None
+    token = connection.cookies.get(session_cookie_name(_runtime(connection).settings))
+    return ("session", token) if token else None
+
+
+async def authenticate(
+    connection: ASGIConnection[Any, Any, Any, Any], *, session: AsyncSession | None = None
+) -> Identity | None:
+    """Who is calling (cached on the request). ``session``: an unscoped transaction to look it up in,
+    so that the guard checks the credential and resolves the org in one transaction."""
+    cached = connection.scope.get(_CACHE_KEY, _MISSING)  # type: ignore[call-overload]
+    if cached is not _MISSING:
+        return cast("Identity | None", cached)
+    credential = _credential(connection)
+    identity: Identity | None = None
+    if credential is not None:
+        runtime = _runtime(connection)
+        if session is None:
+            async with unscoped_session(runtime.sessions, reason="who is calling precedes the tenant scope") as s:
+                return await authenticate(connection, session=s)
+        kind, value = credential
+        if kind == "api_key":
+            identity = await verify_api_key(session, value, ip=client_ip(connection))
+        else:
+            identity = await verify_web_session(session, value, policy=session_policy(runtime))
     connection.scope[_CACHE_KEY] = identity  # type: ignore[literal-required]
     return identity

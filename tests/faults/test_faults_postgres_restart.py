@@ -1,6 +1,6 @@
 """PostgreSQL stopped and started again under load, on a server of this test's own (the session's
 server is shared with every other test): the API answers 200 or 503 with a retry hint, never 500,
-and serves again once the database is back, on the same pool (``pool_pre_ping`` drops dead links)."""
+and serves again once the database is back, on the same pool (a disconnect invalidates it)."""
 
 from __future__ import annotations
 
