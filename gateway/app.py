@@ -11,8 +11,6 @@ from litestar.config.compression import CompressionConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
-from litestar.openapi.config import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 from opentelemetry.sdk.trace.export import SpanExporter
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -25,6 +23,7 @@ from gateway.observability import (
     install_log_context,
     instrument_engine,
 )
+from gateway.openapi import ProblemDocs, openapi_config
 from gateway.routes import route_handlers
 from gateway.runtime import GatewayRuntime, TemporalHandle
 from gateway.security import CookieCsrfMiddleware, csrf_config, security_headers_hook
@@ -62,7 +61,7 @@ def create_app(
         if owns_engine:
             await engine.dispose()
 
-    plugins: list[Any] = []
+    plugins: list[Any] = [ProblemDocs(settings)]
     if provider is not None:
         plugins.append(OpenTelemetryPlugin(OpenTelemetryConfig(tracer_provider=provider)))
 
@@ -86,12 +85,7 @@ def create_app(
         before_send=[security_headers_hook(settings.https)],
         template_config=template_config(),
         exception_handlers=exception_handlers,
-        openapi_config=OpenAPIConfig(
-            title="Metacloud API",
-            version="1.0.0",
-            path="/schema",
-            render_plugins=[SwaggerRenderPlugin()],
-        ),
+        openapi_config=openapi_config(settings),
         plugins=plugins,
         compression_config=CompressionConfig(backend="gzip", minimum_size=1024),
         on_shutdown=[_shutdown],

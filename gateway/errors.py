@@ -7,7 +7,7 @@ stack trace; the stack trace goes to the log, tied to the same request id and tr
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import quote, urlencode
 
 import asyncpg
@@ -31,7 +31,7 @@ from tenants.errors import (
     UpstreamUnavailable,
 )
 
-__all__ = ["PROBLEM_JSON", "exception_handlers", "problem"]
+__all__ = ["PROBLEM_JSON", "FieldProblem", "Problem", "exception_handlers", "problem"]
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -47,6 +47,33 @@ STATUS: dict[type[DomainError], tuple[int, str]] = {
     RateLimited: (429, "Too many requests"),
     UpstreamUnavailable: (503, "Temporarily unavailable"),
 }
+
+
+class FieldProblem(TypedDict):
+    field: str
+    message: str
+
+
+class _ProblemCore(TypedDict):
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+
+
+# Optional members by ``total=False``: with postponed annotations, Python 3.11 does not see ``NotRequired``.
+class Problem(_ProblemCore, total=False):
+    """The body ``problem()`` sends (RFC 9457 problem details), as the OpenAPI schema documents it.
+
+    ``code`` is the stable name to branch on (``type`` is its URL); ``errors`` lists the fields of an invalid
+    request; ``trace_id`` comes with a 500. A domain error may add members of its own (``org``,
+    ``min_agent_version``), so clients must accept members not listed here.
+    """
+
+    request_id: str
+    errors: list[FieldProblem]
+    trace_id: str
 
 
 def _page_or_none(request: Request[Any, Any, Any] | None, status: int, title: str, detail: str) -> Response[Any] | None:
