@@ -34,8 +34,8 @@ from bench.context import BenchContext
 from bench.load import percentile
 from bench.report import Figure
 from connectors.protocol import GpuCapacity, Inventory, NodeInventory, Taint
+from connectors.server.capacity import summarize
 from connectors.server.commands import channel_for
-from connectors.server.heartbeats import summarize
 from connectors.server.jobs.placement import OrgState, PassOptions, PendingJob, place_all
 from connectors.server.jobs.reasons import gpu_matches
 from connectors.server.jobs.scheduler import run_pass

@@ -23,6 +23,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from connectors.server.capacity import Capacity, capacity_of
 from connectors.server.models import Cluster, ClusterEvent, ClusterInventory
 from tenants import audit
 from tenants.db import utcnow
@@ -33,7 +34,6 @@ from tenants.scope import TenantScope
 
 __all__ = [
     "PROVIDERS",
-    "Capacity",
     "ClusterState",
     "ClusterView",
     "EventView",
@@ -70,21 +70,6 @@ S = ClusterState
 
 
 @dataclass(frozen=True, slots=True)
-class Capacity:
-    reported_at: datetime
-    node_count: int
-    cpu_total_millis: int
-    cpu_allocated_millis: int
-    memory_total_bytes: int
-    memory_allocated_bytes: int
-    gpu_total: int
-    gpu_allocated: int
-    storage_total_bytes: int
-    storage_allocated_bytes: int
-    gpus_by_type: dict[str, dict[str, int]]  # {"nvidia.com/gpu|A100": {"total": 8, "allocated": 2}}
-
-
-@dataclass(frozen=True, slots=True)
 class ClusterView:
     id: uuid.UUID
     name: str
@@ -111,25 +96,12 @@ class EventView:
     reason: str
 
 
-def _capacity(inv: ClusterInventory | None) -> Capacity | None:
-    if inv is None:
-        return None
-    return Capacity(
-        reported_at=inv.reported_at, node_count=inv.node_count, cpu_total_millis=inv.cpu_total_millis,
-        cpu_allocated_millis=inv.cpu_allocated_millis, memory_total_bytes=inv.memory_total_bytes,
-        memory_allocated_bytes=inv.memory_allocated_bytes, gpu_total=inv.gpu_total, gpu_allocated=inv.gpu_allocated,
-        storage_total_bytes=inv.storage_total_bytes, storage_allocated_bytes=inv.storage_allocated_bytes,
-        gpus_by_type={k: {"total": int(v.get("total", 0)), "allocated": int(v.get("allocated", 0))}
-                      for k, v in (inv.gpus_by_type or {}).items() if isinstance(v, dict)},
-    )
-
-
 def _view(c: Cluster, inv: ClusterInventory | None) -> ClusterView:
     return ClusterView(
         id=c.id, name=c.name, provider=c.provider, region=c.region, labels=dict(c.labels or {}), state=c.state,
         state_reason=c.state_reason, state_changed_at=c.state_changed_at, created_at=c.created_at, runtime=c.runtime,
         agent_version=c.agent_version, kubernetes_version=c.kubernetes_version, registered_at=c.registered_at,
-        last_heartbeat_at=c.last_heartbeat_at, capacity=_capacity(inv),
+        last_heartbeat_at=c.last_heartbeat_at, capacity=capacity_of(inv),
     )
 
 

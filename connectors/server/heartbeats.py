@@ -14,52 +14,13 @@ import msgspec
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from connectors.protocol import Heartbeat, Inventory
+from connectors.protocol import Heartbeat
+from connectors.server.capacity import summarize
 from connectors.server.clusters import ClusterState, transition
 
-__all__ = ["HeartbeatOutcome", "InventorySummary", "record_heartbeat", "summarize"]
+__all__ = ["HeartbeatOutcome", "record_heartbeat"]
 
 RECONNECT_REASON = "heartbeats arrive again: the agent is back online"
-
-
-@dataclass(frozen=True, slots=True)
-class InventorySummary:
-    node_count: int
-    cpu_total_millis: int
-    cpu_allocated_millis: int
-    memory_total_bytes: int
-    memory_allocated_bytes: int
-    gpu_total: int
-    gpu_allocated: int
-    storage_total_bytes: int
-    storage_allocated_bytes: int
-    gpus_by_type: dict[str, dict[str, int]]
-
-
-def summarize(inv: Inventory) -> InventorySummary:
-    """Totals over ready nodes; GPUs keyed ``resource|model`` (``nvidia.com/gpu|A100``, MIG profiles apart)."""
-    cpu = cpu_used = mem = mem_used = gpus = gpus_used = 0
-    by_type: dict[str, dict[str, int]] = {}
-    for node in inv.nodes:
-        if not node.ready:
-            continue
-        cpu += node.cpu_allocatable_millis
-        cpu_used += node.cpu_allocated_millis
-        mem += node.memory_allocatable_bytes
-        mem_used += node.memory_allocated_bytes
-        for g in node.gpus:
-            key = f"{g.resource}|{g.model}" if g.model else g.resource
-            slot = by_type.setdefault(key, {"total": 0, "allocated": 0})
-            slot["total"] += g.allocatable
-            slot["allocated"] += g.allocated
-            gpus += g.allocatable
-            gpus_used += g.allocated
-    return InventorySummary(
-        node_count=sum(1 for n in inv.nodes if n.ready), cpu_total_millis=cpu, cpu_allocated_millis=cpu_used,
-        memory_total_bytes=mem, memory_allocated_bytes=mem_used, gpu_total=gpus, gpu_allocated=gpus_used,
-        storage_total_bytes=inv.storage_total_bytes, storage_allocated_bytes=inv.storage_allocated_bytes,
-        gpus_by_type=by_type,
-    )
 
 
 @dataclass(frozen=True, slots=True)

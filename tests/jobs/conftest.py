@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from connectors.protocol import GpuCapacity, Inventory, NodeInventory, Taint
-from connectors.server.heartbeats import summarize
+from connectors.server.capacity import summarize
 from connectors.server.models import Cluster, ClusterInventory
 from gateway.app import create_app
 from gateway.runtime import TemporalHandle
