@@ -24,13 +24,11 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
-from connectors.agent.config import AgentConfig
-from connectors.agent.loop import Agent
 from connectors.runtimes.kubernetes import KubernetesRuntime
 from tenants.settings import Settings
 from tests.clusters.helpers import eventually
 from tests.connectors.kube_emulator import kube_emulator
-from tests.jobs.conftest import Member, set_plan
+from tests.jobs.conftest import Member, connected_agent, set_plan
 
 NS = "metacloud-jobs"
 METACLOUD = Path(sys.executable).parent / "metacloud"
@@ -84,46 +82,34 @@ async def test_worker_killed_during_dispatch_the_job_still_starts_once(
     first = spawn_worker()
     await eventually(lambda: _has_poller(temporal_client, queue), timeout=30, every=0.2)
     await set_plan(db, owner.org.id, "payg")
-    clusters = f"/api/v1/orgs/{owner.org.slug}/clusters"
-    made = await http.post(clusters, json={"name": "gpu-prod", "provider": "kubernetes"}, headers=owner.headers)
-    assert made.status_code == 201, made.text
-    cluster_id, token = made.json()["id"], made.json()["install"]["token"]
     async with kube_emulator() as kube:
         runtime = KubernetesRuntime(host=kube.url, request_timeout_s=5)
-        agent = Agent(AgentConfig(server_url="http://testserver", token=token, state_dir=tmp_path / "agent",
-                                  runtime="kubernetes", heartbeat_interval_s=0.3, command_wait_s=2), runtime, http)
-        stop = asyncio.Event()
-        run = asyncio.create_task(agent.run(stop))
         try:
-            async def attached() -> bool:
-                resp = await http.get(f"{clusters}/{cluster_id}", headers=owner.headers)
-                return bool(resp.json()["state"] == "attached")
-            await eventually(attached, timeout=30)
+            async with connected_agent(http, owner, runtime, tmp_path / "agent", name="gpu-prod",
+                                       provider="kubernetes"):
+                resp = await http.post(owner.url(), headers=owner.headers, json={
+                    "name": "finetune", "image": "python:3.12", "command": ["python", "train.py"],
+                    "resources": {"cpu": 2, "memory": "4Gi"}})
+                assert resp.status_code == 201, resp.text
+                job_id = resp.json()["id"]
+                first.send_signal(signal.SIGKILL)  # no shutdown: in-flight activities and tasks just vanish
+                assert first.wait(5) == -signal.SIGKILL
+                spawn_worker()
 
-            resp = await http.post(owner.url(), headers=owner.headers, json={
-                "name": "finetune", "image": "python:3.12", "command": ["python", "train.py"],
-                "resources": {"cpu": 2, "memory": "4Gi"}})
-            assert resp.status_code == 201, resp.text
-            job_id = resp.json()["id"]
-            first.send_signal(signal.SIGKILL)  # no shutdown: in-flight activities and tasks just vanish
-            assert first.wait(5) == -signal.SIGKILL
-            spawn_worker()
+                seen: list[str] = []
 
-            seen: list[str] = []
-
-            async def started() -> bool:
-                job = (await http.get(owner.url(f"/{job_id}"), headers=owner.headers)).json()
-                seen.append(f"{job['state']}: {job.get('reason')}")
-                # The emulator runs no pods, so "dispatched" with its Kubernetes Job created is as far as it goes.
-                return job["state"] in ("dispatched", "running", "succeeded") and bool(kube.names("batch/v1/jobs", NS))
-            try:
-                await eventually(started, timeout=60, every=0.3)
-            except TimeoutError:
-                pytest.fail(f"the job never started; last seen {seen[-1:]} kube={kube.names('batch/v1/jobs', NS)}")
-            await asyncio.sleep(2.0)  # room for a duplicate to show up, were one coming
+                async def started() -> bool:
+                    job = (await http.get(owner.url(f"/{job_id}"), headers=owner.headers)).json()
+                    seen.append(f"{job['state']}: {job.get('reason')}")
+                    # The emulator runs no pods: "dispatched" with its Kubernetes Job created is as far as it goes.
+                    created = bool(kube.names("batch/v1/jobs", NS))
+                    return job["state"] in ("dispatched", "running", "succeeded") and created
+                try:
+                    await eventually(started, timeout=60, every=0.3)
+                except TimeoutError:
+                    pytest.fail(f"the job never started; last seen {seen[-1:]} kube={kube.names('batch/v1/jobs', NS)}")
+                await asyncio.sleep(2.0)  # room for a duplicate to show up, were one coming
         finally:
-            stop.set()
-            await asyncio.gather(run, return_exceptions=True)
             await runtime.aclose()
         job_names = kube.names("batch/v1/jobs", NS)
 

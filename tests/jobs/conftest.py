@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -17,13 +18,17 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
+from connectors.agent.config import AgentConfig
+from connectors.agent.loop import Agent
 from connectors.protocol import GpuCapacity, Inventory, NodeInventory, Taint
+from connectors.runtimes import LocalRuntime, Runtime
 from connectors.server.capacity import summarize
 from connectors.server.models import Cluster, ClusterInventory
 from gateway.app import create_app
 from gateway.runtime import TemporalHandle
 from tenants.db import unscoped_session
 from tenants.settings import Settings
+from tests.clusters.helpers import eventually
 from tests.factories import MadeOrg, MadeUser, add_member, make_api_key, make_org, make_user
 from tests.temporal_helpers import wait_for_poller
 from workflows.registry import Dependencies
@@ -164,3 +169,28 @@ async def start_worker(temporal_client: Client, jsettings: Settings, queue: str,
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
+
+
+@contextlib.asynccontextmanager
+async def connected_agent(http: httpx.AsyncClient, owner: Member, runtime: Runtime, state_dir: Path, *,
+                          name: str, provider: str) -> AsyncIterator[str]:
+    """A cluster made through the API with its real agent running on ``runtime`` (in-process, through
+    ``http``, heartbeating every 0.3 s) until the block ends; yields the cluster id once it is attached."""
+    clusters = f"/api/v1/orgs/{owner.org.slug}/clusters"
+    made = await http.post(clusters, json={"name": name, "provider": provider}, headers=owner.headers)
+    assert made.status_code == 201, made.text
+    cluster_id, token = made.json()["id"], made.json()["install"]["token"]
+    kind = "local" if isinstance(runtime, LocalRuntime) else "kubernetes"
+    agent = Agent(AgentConfig(server_url="http://testserver", token=token, state_dir=state_dir, runtime=kind,
+                              heartbeat_interval_s=0.3, command_wait_s=2), runtime, http)
+    stop = asyncio.Event()
+    run = asyncio.create_task(agent.run(stop))
+    try:
+        async def attached() -> bool:
+            resp = await http.get(f"{clusters}/{cluster_id}", headers=owner.headers)
+            return bool(resp.json()["state"] == "attached")
+        await eventually(attached, timeout=30)
+        yield cluster_id
+    finally:
+        stop.set()
+        await asyncio.gather(run, return_exceptions=True)

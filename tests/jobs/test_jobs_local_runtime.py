@@ -5,7 +5,6 @@ followed all the way: queued -> placed -> dispatched -> running -> succeeded / f
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,11 +14,9 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from connectors.agent.config import AgentConfig
-from connectors.agent.loop import Agent
 from connectors.runtimes.local import LocalRuntime
 from tests.clusters.helpers import eventually
-from tests.jobs.conftest import Member, WorkerFactory, set_plan
+from tests.jobs.conftest import Member, WorkerFactory, connected_agent, set_plan
 
 FINISHED = ("succeeded", "failed", "cancelled", "timed_out", "lost")
 
@@ -30,24 +27,10 @@ async def bare_host(http: httpx.AsyncClient, owner: Member, start_worker: Worker
     """An attached bare-host cluster whose agent runs jobs on this machine; yields its id."""
     await start_worker()
     await set_plan(db, owner.org.id, "payg")
-    clusters = f"/api/v1/orgs/{owner.org.slug}/clusters"
-    made = await http.post(clusters, json={"name": "this-host", "provider": "bare_host"}, headers=owner.headers)
-    assert made.status_code == 201, made.text
-    cluster_id, token = made.json()["id"], made.json()["install"]["token"]
     runtime = LocalRuntime(tmp_path / "runtime", kill_grace_s=2)
-    agent = Agent(AgentConfig(server_url="http://testserver", token=token, state_dir=tmp_path / "agent",
-                              runtime="local", heartbeat_interval_s=0.3, command_wait_s=2), runtime, http)
-    stop = asyncio.Event()
-    run = asyncio.create_task(agent.run(stop))
-    try:
-        async def attached() -> bool:
-            resp = await http.get(f"{clusters}/{cluster_id}", headers=owner.headers)
-            return bool(resp.json()["state"] == "attached")
-        await eventually(attached, timeout=30)
+    async with connected_agent(http, owner, runtime, tmp_path / "agent", name="this-host",
+                               provider="bare_host") as cluster_id:
         yield cluster_id
-    finally:
-        stop.set()
-        await asyncio.gather(run, return_exceptions=True)
 
 
 async def _submit(http: httpx.AsyncClient, owner: Member, name: str, code: str) -> str:
