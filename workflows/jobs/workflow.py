@@ -109,7 +109,9 @@ class SchedulerWorkflow:
     async def run(self, inp: SchedulerInput) -> None:
         await workflow.execute_activity(
             "jobs.schedule-loop", inp, start_to_close_timeout=timedelta(seconds=inp.budget_s + 120),
-            heartbeat_timeout=timedelta(seconds=max(30.0, inp.period_s * 3)),
+            # The loop heartbeats at every pass (at least every period_s). After a worker dies, its scheduler
+            # is started again elsewhere only when this runs out, and until then no job is placed.
+            heartbeat_timeout=timedelta(seconds=max(10.0, inp.period_s * 2)),
             retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10)),
         )
         workflow.continue_as_new(inp)
