@@ -6,9 +6,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from litestar.config.csrf import CSRFConfig
+from litestar.exceptions import PermissionDeniedException
 from litestar.middleware.csrf import CSRFMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from tenants.errors import PermissionDenied
 from tenants.settings import Settings
 
 __all__ = ["CookieCsrfMiddleware", "csrf_config", "security_headers_hook"]
@@ -26,6 +28,9 @@ def csrf_config(settings: Settings) -> CSRFConfig:
     )
 
 
+_LITESTAR_CSRF_REFUSAL = "CSRF token verification failed"
+
+
 class CookieCsrfMiddleware(CSRFMiddleware):
     """Litestar's double-submit CSRF check, skipped only for requests that carry an
     ``Authorization`` header and no session cookie: a browser never adds that header on its own,
@@ -34,6 +39,11 @@ class CookieCsrfMiddleware(CSRFMiddleware):
     def __init__(self, app: ASGIApp, config: CSRFConfig, session_cookie: str) -> None:
         super().__init__(app, config)
         self._session_cookie = session_cookie.encode()
+        self._refusal = (
+            f"This write needs the CSRF token: send the value of the '{config.cookie_name}' cookie (set on "
+            f"any GET from this site) in the '{config.header_name}' header. Scripts should authenticate with "
+            "an API key instead ('Authorization: Bearer mc_...'), which needs no CSRF token."
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":  # type: ignore[comparison-overlap]
@@ -43,7 +53,13 @@ class CookieCsrfMiddleware(CSRFMiddleware):
             if has_auth and not has_session:
                 await self.app(scope, receive, send)
                 return
-        await super().__call__(scope, receive, send)
+        try:
+            await super().__call__(scope, receive, send)
+        except PermissionDeniedException as exc:
+            if exc.detail != _LITESTAR_CSRF_REFUSAL:  # not this check's own refusal: pass it on as it is
+                raise
+            # Litestar's words do not say what to send; ours do.
+            raise PermissionDenied(self._refusal, code="csrf_token_missing") from None
 
 
 def _security_headers(hsts: bool) -> list[tuple[bytes, bytes]]:

@@ -86,6 +86,9 @@ async def test_cookie_write_without_csrf_token_is_refused(tclient: httpx.AsyncCl
     token = tclient.headers.pop("x-csrftoken")
     refused = await tclient.post(f"/test/orgs/{org.slug}/thing")
     assert refused.status_code == 403
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["code"] == "csrf_token_missing"
+    assert "'csrftoken' cookie" in refused.json()["detail"] and "'x-csrftoken' header" in refused.json()["detail"]
     allowed = await tclient.post(f"/test/orgs/{org.slug}/thing", headers={"x-csrftoken": token})
     assert allowed.status_code == 200
 
