@@ -8,6 +8,12 @@
 * Transports: ``SmtpTransport`` when ``SMTP_URL`` is set (``smtp://user:pass@host:587?starttls=1``
   or ``smtps://...`` for implicit TLS), else in dev and test ``FileMailbox`` (``<state>/mailbox/*.eml``).
   The dev page ``/dev/mailbox`` reads the outbox table itself, so links work even before delivery.
+* Secrets: mails carry live links (verification, password reset, invites) whose tokens we otherwise keep
+  only as hashes. Once a transport has handed a message elsewhere, the transaction that records
+  ``sent_at`` also replaces the query values of its links with ``[redacted]`` (``scrub_links``). A
+  transport whose copy stays on this machine says so with ``keeps_copy = True`` (the dev file mailbox:
+  ``/dev/mailbox`` shows the links from the table); one that says nothing is scrubbed after.
+  The daily ``maintenance.daily`` workflow deletes rows sent, or given up on, a while ago.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import smtplib
 import ssl
 import uuid
@@ -22,7 +29,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage as MimeMessage
 from email.utils import formatdate, make_msgid, parseaddr
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from sqlalchemy import select
@@ -42,6 +49,7 @@ __all__ = [
     "enqueue",
     "recent_messages",
     "run_email_sender",
+    "scrub_links",
     "transport_for",
 ]
 
@@ -49,6 +57,8 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8
 _SMTP_TIMEOUT = 20.0
+_LINK = re.compile(r"https?://[^\s<>\"]+")
+_REDACTED = "[redacted]"
 
 
 async def enqueue(session: AsyncSession, *, to: str, subject: str, body: str, kind: str) -> EmailMessage:
@@ -85,7 +95,27 @@ class OutgoingMail:
 
 
 class Transport(Protocol):
+    """Delivers one message. May also set ``keeps_copy = True`` (see the module's docstring)."""
+
     async def send(self, mail: OutgoingMail) -> None: ...
+
+
+def _keeps_copy(transport: Transport) -> bool:
+    """Only a transport that vouches for keeping the message on this machine keeps the links in the table."""
+    return bool(getattr(transport, "keeps_copy", False))
+
+
+def scrub_links(body: str) -> str:
+    """``body`` with the query value of every link replaced: the mail still reads, its tokens are gone."""
+    return _LINK.sub(_scrub_link, body)
+
+
+def _scrub_link(match: re.Match[str]) -> str:
+    head, sep, query = match.group(0).partition("?")
+    if not sep:
+        return head
+    keys = (part.partition("=")[0] for part in query.split("&"))
+    return f"{head}?" + "&".join(f"{key}={_REDACTED}" for key in keys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +167,8 @@ class SmtpTransport:
 class FileMailbox:
     """Dev and test delivery: one ``.eml`` file per message in a folder."""
 
+    keeps_copy: ClassVar[bool] = True  # the message stays on this disk; /dev/mailbox shows its links
+
     folder: Path
 
     def _write(self, mail: OutgoingMail) -> None:
@@ -165,8 +197,10 @@ class DeliveryReport:
 async def deliver_pending(
     sessions: async_sessionmaker[AsyncSession], transport: Transport, *, mail_from: str, batch: int = 20
 ) -> DeliveryReport:
-    """Deliver up to ``batch`` pending messages; rows another worker holds are skipped, not waited for."""
+    """Deliver up to ``batch`` pending messages; rows another worker holds are skipped, not waited for.
+    A delivered row loses its links' tokens in the same transaction, unless the transport keeps a copy."""
     sent = failed = 0
+    scrub = not _keeps_copy(transport)
     async with unscoped_session(sessions, reason="the email outbox is global, not per tenant") as s:
         rows = (
             await s.execute(
@@ -191,6 +225,8 @@ async def deliver_pending(
             else:
                 row.sent_at = utcnow()
                 row.last_error = None
+                if scrub:
+                    row.body_text = scrub_links(row.body_text)
                 sent += 1
     return DeliveryReport(sent=sent, failed=failed)
 

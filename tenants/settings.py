@@ -104,6 +104,9 @@ class Settings:
     # --- metering: raw usage records older than this are refused and their monthly partitions dropped
     # (hourly rollups are kept); must cover billing's grace for late usage.
     usage_raw_retention_days: int = 400
+    # --- housekeeping (the daily ``maintenance.daily``): sent mail, expired sessions, tokens and invites
+    # are deleted this many days after they stopped mattering
+    housekeeping_keep_days: int = 30
 
     # --- email
     smtp_url: str | None = field(default=None, repr=False)  # may carry a password
@@ -116,6 +119,9 @@ class Settings:
         secret = e.get("METACLOUD_SECRET_KEY", "")
         if environment == "production" and len(secret) < 32:
             raise ValueError("METACLOUD_SECRET_KEY must be set to at least 32 characters in production")
+        keep_days = _int(e, "HOUSEKEEPING_KEEP_DAYS", 30)
+        if keep_days < 1:  # a cutoff in the future would delete live sessions and unsent mail
+            raise ValueError("setting HOUSEKEEPING_KEEP_DAYS must be at least 1")
         return cls(
             state_dir=Path(e.get("METACLOUD_STATE_DIR", ".metacloud")),
             environment=environment,
@@ -150,6 +156,7 @@ class Settings:
             otel_endpoint=e.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
             service_name=e.get("OTEL_SERVICE_NAME", "metacloud"),
             usage_raw_retention_days=_int(e, "USAGE_RAW_RETENTION_DAYS", 400),
+            housekeeping_keep_days=keep_days,
             smtp_url=e.get("SMTP_URL") or None,
             mail_from=e.get("MAIL_FROM", "Metacloud <no-reply@metacloud.local>"),
         )

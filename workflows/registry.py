@@ -15,6 +15,8 @@ from workflows.clusters.activities import ClusterActivities
 from workflows.clusters.workflow import AttachClusterWorkflow, ClusterHealthWorkflow, DetachClusterWorkflow
 from workflows.jobs.activities import JobActivities
 from workflows.jobs.workflow import JobLifecycleWorkflow, SchedulerWorkflow
+from workflows.maintenance.activities import MaintenanceActivities
+from workflows.maintenance.workflow import DailyMaintenanceWorkflow
 from workflows.probe.activities import ProbeActivities
 from workflows.probe.workflow import ProbeWorkflow
 
@@ -38,9 +40,10 @@ def build_registry(deps: Dependencies) -> Registry:
     clusters = ClusterActivities(deps.sessions)
     jobs = JobActivities(deps.sessions, deps.settings)
     billing = BillingActivities(deps.sessions, deps.settings)
+    maintenance = MaintenanceActivities(deps.sessions, deps.settings)
     return Registry(
         workflows=[ProbeWorkflow, AttachClusterWorkflow, DetachClusterWorkflow, ClusterHealthWorkflow,
-                   JobLifecycleWorkflow, SchedulerWorkflow, *BILLING_WORKFLOWS],
+                   JobLifecycleWorkflow, SchedulerWorkflow, *BILLING_WORKFLOWS, DailyMaintenanceWorkflow],
         activities=[
             probe.record_probe,
             clusters.mark_attaching, clusters.mark_attached, clusters.mark_failed, clusters.enqueue_command,
@@ -48,5 +51,6 @@ def build_registry(deps: Dependencies) -> Registry:
             clusters.settle_jobs, clusters.revoke_access, clusters.mark_detached,
             jobs.dispatch, jobs.check, jobs.schedule_loop,
             *billing.all(),
+            *maintenance.all(),
         ],
     )

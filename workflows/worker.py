@@ -16,6 +16,7 @@ from workflows.billing.client import ensure_schedule as ensure_billing_schedule
 from workflows.client import connect
 from workflows.clusters.client import ensure_health
 from workflows.jobs.client import ensure_scheduler
+from workflows.maintenance.client import ensure_schedule as ensure_maintenance_schedule
 from workflows.registry import Dependencies, build_registry
 
 __all__ = ["build_worker", "run_worker"]
@@ -53,6 +54,7 @@ async def run_worker(settings: Settings) -> None:
         # Likewise the scheduler: queued jobs must not wait for the next submission after a deploy.
         await ensure_scheduler(client, settings.temporal_task_queue)
         await ensure_billing_schedule(client, settings.temporal_task_queue)  # the monthly close; once per deployment
+        await ensure_maintenance_schedule(client, settings.temporal_task_queue)  # daily housekeeping; likewise
         await stop.wait()
         log.info("worker stopping")
     await mailer

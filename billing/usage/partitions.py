@@ -10,11 +10,21 @@ functions, owned by the migrating role, that do exactly one narrow thing each:
 * ``usage_drop_partitions_before(cutoff date)``: drop the partitions that end on or before ``cutoff``.
 
 The migration calls the first for the months around now; ``ensure_partitions`` (ingest, for months
-it has not seen) and ``maintain`` (a schedule or ``metacloud usage-admin maintain``) call them later.
+it has not seen) and ``maintain`` (the daily ``maintenance.daily`` schedule or ``metacloud usage-admin
+maintain``) call them later.
+
+Retention never outruns billing: rating reads raw records, so a month past retention is kept (with a
+warning) while billing still needs it, and so is every later month (the drop function takes one cutoff):
+
+* an org that had records in the month and a billable plan at some moment of it has no close recorded
+  for it (the monthly close failed, or has not run yet);
+* late records of a billed month arrived after the org's latest invoice was written, and the org will be
+  closed again (they are the adjustment lines of its next invoice).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
@@ -22,6 +32,7 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from billing.plans import BILLABLE_PLANS
 from tenants.rls import enable_tenant_rls_sql
 from tenants.settings import APP_ROLE
 
@@ -39,6 +50,8 @@ __all__ = [
     "partition_name",
     "retention_cutoff",
 ]
+
+log = logging.getLogger(__name__)
 
 PARENT = "usage_records"
 _PLACEHOLDER = "__usage_partition__"
@@ -148,9 +161,83 @@ def forget_known_partitions() -> None:
     _known.clear()
 
 
+_PARTITIONS = f"""
+SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+ WHERE i.inhparent = '{PARENT}'::regclass
+"""  # noqa: S608 - constants only
+
+# The plan in force at the month's start as ``billing.plans.plan_at`` reads the history up to its end
+# (the current plan when there is none), or any billable plan that took effect during the month.
+_BILLABLE_IN_MONTH = """
+(COALESCE(
+    (SELECT p.plan FROM billing_plan_changes p WHERE p.org_id = o.id AND p.cancelled_at IS NULL
+        AND p.effective_at <= :start ORDER BY p.effective_at DESC, p.created_at DESC LIMIT 1),
+    (SELECT p.plan FROM billing_plan_changes p WHERE p.org_id = o.id AND p.cancelled_at IS NULL
+        AND p.effective_at < :end ORDER BY p.effective_at, p.created_at LIMIT 1),
+    o.plan) = ANY(:billable)
+ OR EXISTS (SELECT 1 FROM billing_plan_changes p WHERE p.org_id = o.id AND p.cancelled_at IS NULL
+        AND p.effective_at > :start AND p.effective_at < :end AND p.plan = ANY(:billable)))
+"""
+
+# Orgs the monthly close visits (as ``billing.ledger.invoices.orgs_to_close``) for the current month.
+_CLOSED_AGAIN = """
+(o.plan = ANY(:billable) OR EXISTS (SELECT 1 FROM billing_plan_changes p WHERE p.org_id = o.id
+        AND p.cancelled_at IS NULL AND p.effective_at >= :current))
+"""
+
+_UNCLOSED = f"""
+SELECT o.slug FROM orgs o
+ WHERE o.deleted_at IS NULL
+   AND NOT EXISTS (SELECT 1 FROM usage_period_closes c WHERE c.org_id = o.id AND c.period_start = :month)
+   AND EXISTS (SELECT 1 FROM {PARENT} r WHERE r.org_id = o.id AND r.window_start >= :start
+                 AND r.window_start < :end)
+   AND {_BILLABLE_IN_MONTH}
+ LIMIT 1
+"""  # noqa: S608 - constants only
+
+_UNBILLED_LATE = f"""
+SELECT o.slug FROM {PARENT} r JOIN orgs o ON o.id = r.org_id
+ WHERE r.late AND r.window_start >= :start AND r.window_start < :end AND o.deleted_at IS NULL
+   AND EXISTS (SELECT 1 FROM invoices i WHERE i.org_id = o.id AND i.period_start = :start)
+   AND r.ingested_at >= (SELECT max(i.usage_closed_at) FROM invoices i WHERE i.org_id = o.id)
+   AND {_CLOSED_AGAIN}
+ LIMIT 1
+"""  # noqa: S608 - constants only
+
+
+async def _needed_by_billing(session: AsyncSession, month: date, *, now: datetime) -> str | None:
+    """Why billing still needs ``month``'s raw records (naming one org), or ``None``."""
+    params = {"month": month, "start": _midnight(month), "end": _midnight(add_months(month, 1)),
+              "billable": sorted(BILLABLE_PLANS), "current": _midnight(month_of(now))}
+    slug = (await session.execute(text(_UNCLOSED), params)).scalar()
+    if slug is not None:
+        return f"org {slug} has usage in it and billing has not closed it"
+    slug = (await session.execute(text(_UNBILLED_LATE), params)).scalar()
+    if slug is not None:
+        return f"org {slug} has late usage of it that no invoice carries yet"
+    return None
+
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+async def _drop_cutoff(session: AsyncSession, cutoff: date, *, now: datetime) -> date:
+    """``cutoff``, or the first month before it that billing still needs (it and later months stay)."""
+    names = (await session.execute(text(_PARTITIONS))).scalars()
+    months = sorted(m for m in map(parse_partition_name, names) if m is not None and add_months(m, 1) <= cutoff)
+    for month in months:
+        reason = await _needed_by_billing(session, month, now=now)
+        if reason is not None:
+            log.warning("raw usage partition %s kept past retention: %s", partition_name(month), reason)
+            return month
+    return cutoff
+
+
 async def drop_expired_partitions(session: AsyncSession, *, now: datetime, retention_days: int) -> list[str]:
-    """Drop raw-record partitions that lie wholly before the retention cutoff; rollups stay."""
-    cutoff = month_of(retention_cutoff(now, retention_days))  # drop only whole months before it
+    """Drop raw-record partitions that lie wholly before the retention cutoff and that billing no longer
+    needs (see the module's docstring); rollups stay."""
+    cutoff = await _drop_cutoff(session, month_of(retention_cutoff(now, retention_days)), now=now)
     rows = await session.execute(text("SELECT usage_drop_partitions_before(:c)"), {"c": cutoff})
     dropped = [r[0] for r in rows]
     if dropped:
