@@ -8,6 +8,15 @@ Where the credential lives after registration:
   ``metacloud-agent-credential`` which the agent patches (``credential_secret``; the agent's Role may
   get and patch only that one Secret). Without it, mount a persistent volume at ``state_dir``.
 
+The state folder also holds the usage spool (``usage-spool.sqlite3``: records not yet uploaded and
+each job's metering watermark). On Kubernetes it is an emptyDir, so a new pod (an upgrade, a drained
+node) starts with an empty spool, and still loses no usage and counts none twice: the agent reads
+back from the cluster the Jobs it ran (``runtime.jobs()``, their allocation from the Job itself) and
+meters each again from its start (``UsageMeter.adopt``). Record ids are deterministic and windows
+aligned to the clock, so the windows the old pod uploaded come out with the same ids and the gateway
+drops them as duplicates, while the ones lost with its spool are made again. No persistent volume
+is needed for usage, and none for the credential either (the Secret).
+
 The registration token is used once; after a restart the agent finds the stored credential and does
 not register again. Started with a different token (a new install command), it registers anew.
 """

@@ -10,6 +10,12 @@ Tables:
 * ``subjects(subject, kind, spec, started_at, metered_until, finished_at)``: what the meter measures:
   jobs this agent started (``kind='job'``, ``spec`` their allocation) and the volumes it meters (``kind='volume'``).
 * ``rejected(id, code, reason, body, at)``: the last records the gateway refused for good, to inspect.
+* ``metered_jobs(job_id)``: jobs metered to their end and forgotten, so that adopting the runtime's
+  jobs (``UsageMeter.adopt``) does not meter them all over again; an id leaves once the runtime no
+  longer lists the job.
+
+The schema has no version: every table is ``CREATE TABLE IF NOT EXISTS``, so a spool written by an
+older agent gains the new tables when it is opened, and an empty one (a new pod) starts with all of them.
 
 The size bound (``max_bytes`` of record bodies) is never exceeded: an append that would cross it is
 refused, the meter keeps its watermark and retries later, so usage waits instead of being dropped.
@@ -18,11 +24,12 @@ Past 80 % the spool logs a warning at every further 5 %, and an error when full.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +55,9 @@ CREATE TABLE IF NOT EXISTS subjects (
     started_at INTEGER,
     metered_until INTEGER,
     finished_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS metered_jobs (
+    job_id TEXT PRIMARY KEY
 );
 CREATE TABLE IF NOT EXISTS rejected (
     id TEXT PRIMARY KEY,
@@ -143,18 +153,12 @@ class Spool:
             if self._full:
                 self._full = False
                 self.log.info("usage spool has room again: metering resumes")
-            cur = self._db.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction() as cur:
                 before = self._db.total_changes
                 cur.executemany("INSERT OR IGNORE INTO records (id, body) VALUES (?, ?)", records)
                 added = self._db.total_changes - before
                 cur.executemany("UPDATE subjects SET metered_until = ?, finished_at = coalesce(?, finished_at) "
                                 "WHERE subject = ?", [(until, fin, s) for s, until, fin in advance])
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
             if added == len(records):
                 self._count += added
                 self._bytes += size
@@ -172,9 +176,7 @@ class Spool:
     def remove(self, ids: Iterable[str], *, rejected: Sequence[tuple[str, str, str]] = ()) -> int:
         """Drop acknowledged records (and keep the refused ones, ``(id, code, reason)``, for inspection)."""
         with self._lock:
-            cur = self._db.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
+            with self._transaction() as cur:
                 if rejected:
                     cur.executemany(
                         "INSERT OR REPLACE INTO rejected (id, code, reason, body) "
@@ -184,10 +186,6 @@ class Spool:
                 gone = cur.execute("SELECT coalesce(sum(length(body)), 0), count(*) FROM records WHERE id IN "
                                    "(SELECT value FROM json_each(?))", (json.dumps(list(ids)),)).fetchone()
                 cur.execute("DELETE FROM records WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(list(ids)),))
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
             self._bytes -= int(gone[0])
             self._count -= int(gone[1])
             self._check_level()
@@ -218,6 +216,36 @@ class Spool:
                         finished_at=r[5]) for r in rows]
 
     def forget_subject(self, subject: str) -> None:
-        """A subject metered up to its end is no longer needed."""
-        with self._lock:
-            self._db.execute("DELETE FROM subjects WHERE subject = ?", (subject,))
+        """A subject metered up to its end is no longer needed (a job's id is kept in ``metered_jobs``)."""
+        with self._lock, self._transaction() as cur:
+            cur.execute("INSERT OR IGNORE INTO metered_jobs (job_id) SELECT subject FROM subjects "
+                        "WHERE subject = ? AND kind = 'job'", (subject,))
+            cur.execute("DELETE FROM subjects WHERE subject = ?", (subject,))
+
+    def adopt_jobs(self, jobs: Sequence[tuple[str, dict[str, Any], int]]) -> list[str]:
+        """Make subjects of the runtime's jobs ``(job_id, spec, started_at)`` that are neither subjects nor
+        metered to their end already; returns the ids adopted. ``jobs`` is everything the runtime holds,
+        so a metered job it no longer lists will never come back: its id is dropped from ``metered_jobs``."""
+        adopted = []
+        with self._lock, self._transaction() as cur:
+            cur.execute("DELETE FROM metered_jobs WHERE job_id NOT IN (SELECT value FROM json_each(?))",
+                        (json.dumps([job_id for job_id, _, _ in jobs]),))
+            for job_id, spec, started_at in jobs:
+                cur.execute("INSERT OR IGNORE INTO subjects (subject, kind, spec, started_at) SELECT ?, 'job', ?, ? "
+                            "WHERE NOT EXISTS (SELECT 1 FROM metered_jobs WHERE job_id = ?)",
+                            (job_id, json.dumps(spec, sort_keys=True), started_at, job_id))
+                if cur.rowcount == 1:
+                    adopted.append(job_id)
+        return adopted
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+        """One write transaction (the caller holds the lock): all of it is committed, or none."""
+        cur = self._db.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            yield cur
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        cur.execute("COMMIT")

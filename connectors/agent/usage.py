@@ -1,13 +1,25 @@
 """Usage metering in the agent: measure what started jobs hold, spool it, upload it in order.
 
-* ``UsageMeter.tick(now)``: for every job this agent started (``spool.subjects``) and every window
-  (``window_s``, default 60, aligned to the clock so windows never cross an hour) that ended since the
-  job's watermark, one record per resource (vCPU in millicores, memory in bytes, GPUs by type) with
-  ``quantity = allocated x seconds`` and a deterministic id; spooled together with the new watermark.
+* ``UsageMeter.tick(now)``: for every job this agent started or adopted (``spool.subjects``) and
+  every window (``window_s``, default 60, aligned to the clock so windows never cross an hour) that
+  ended since the job's watermark, one record per resource (vCPU in millicores, memory in bytes,
+  GPUs by type) with ``quantity = allocated x seconds`` and a deterministic id; spooled together
+  with the new watermark.
   The runtime says whether a job still runs (``job_status``); a job that ended is metered to its end.
 * ``UsageUploader.run()``: oldest first, ``batch_size`` records per ``POST /agent/v1/usage``, the next
   batch only after the answer (backpressure); accepted and refused ids leave the spool. While the
   gateway is unreachable it backs off (full jitter, capped) and the records wait on disk.
+
+* ``UsageMeter.adopt()``: the jobs the runtime holds (``runtime.jobs()``, read back from the cluster
+  or the host) that the spool neither meters nor has metered to their end become subjects with no
+  watermark, so they are metered from their start. This is what makes an empty state folder (a new
+  pod: the spool is on an emptyDir) lose no usage: the records' ids are deterministic (job,
+  resource, GPU type, window start), windows are aligned to the clock and a job's first one starts
+  at the runtime's start time, so the windows the previous agent uploaded come out with the same
+  ids and the gateway drops them as duplicates, and the ones lost with its spool are made again.
+  (That holds while both agents use the same ``window_s``.) The reporter adopts when it starts,
+  again every window until the runtime could be listed once, then every ``adopt_interval_s`` (a
+  job whose start could not be recorded, and pruning of the spool's ``metered_jobs``).
 
 * Storage: each tick first syncs the runtime's persistent volumes (``runtime.volumes()``, e.g. the
   Bound PVCs of the jobs namespace) with the spool: a new volume starts a subject, a gone one ends
@@ -28,7 +40,7 @@ import contextlib
 import logging
 import random
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,7 +52,7 @@ import msgspec
 from connectors.agent.client import AgentClient, Fatal, Transient, _http_problem, _transport_problem
 from connectors.agent.spool import DEFAULT_MAX_BYTES, Spool, Subject
 from connectors.protocol import AGENT_VERSION, AGENT_VERSION_HEADER, JobSpec
-from connectors.runtimes.base import Volume
+from connectors.runtimes.base import RunningJob, RuntimeFailure, Volume
 
 __all__ = [
     "UNITS",
@@ -98,6 +110,7 @@ class UsageSettings:
     batch_size: int = 5000
     spool_max_bytes: int = DEFAULT_MAX_BYTES
     idle_upload_s: float = 5.0  # how often an empty spool is looked at again (a tick also wakes it)
+    adopt_interval_s: float = 3600.0  # how often the runtime's jobs are compared with the spool's (``adopt``)
 
     def __post_init__(self) -> None:
         if self.window_s <= 0 or 3600 % self.window_s:
@@ -108,7 +121,26 @@ def _dt(epoch: int) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
-def gpu_type_of(spec: JobSpec) -> str:
+class Allocation(Protocol):
+    """What a job holds: a ``JobSpec`` (a job this agent starts) or a ``RunningJob`` (one it adopts)."""
+
+    @property
+    def cpu_millis(self) -> int: ...
+
+    @property
+    def memory_bytes(self) -> int: ...
+
+    @property
+    def gpus(self) -> int: ...
+
+    @property
+    def gpu_resource(self) -> str: ...
+
+    @property
+    def node_selector(self) -> Mapping[str, str]: ...
+
+
+def gpu_type_of(spec: Allocation) -> str:
     """The GPU model placement chose (node selector), else the resource's own name (``mig-1g.5gb``)."""
     model = spec.node_selector.get(GPU_PRODUCT_LABEL, "")
     if model:
@@ -116,7 +148,7 @@ def gpu_type_of(spec: JobSpec) -> str:
     return spec.gpu_resource.rsplit("/", 1)[-1][:64] or "gpu"
 
 
-def job_spec_record(spec: JobSpec) -> dict[str, Any]:
+def job_spec_record(spec: Allocation) -> dict[str, Any]:
     return {"cpu_millis": spec.cpu_millis, "memory_bytes": spec.memory_bytes, "gpus": spec.gpus,
             "gpu_type": gpu_type_of(spec) if spec.gpus else ""}
 
@@ -145,11 +177,13 @@ def window_records(subject: Subject, start: int, end: int) -> list[UsageRecord]:
 
 
 class MeteredRuntime(Protocol):
-    """What the meter asks the runtime: whether a job still runs, and which volumes exist."""
+    """What the meter asks the runtime: whether a job still runs, which jobs and volumes exist."""
 
     async def job_status(self, job_id: str) -> Any: ...
 
     async def volumes(self) -> list[Volume]: ...
+
+    async def jobs(self) -> list[RunningJob]: ...
 
 
 def volume_key(volume: str, size_bytes: int, started_at: int) -> str:
@@ -166,6 +200,7 @@ class UsageMeter:
         self.clock = clock
         self._encoder = msgspec.json.Encoder()
         self._volumes_failing = False
+        self._jobs_failing = False
 
     # --- what runs (called by the command executor) --------------------------------------------
 
@@ -216,6 +251,33 @@ class UsageMeter:
             if metered.get(volume) != found.size_bytes:
                 log.info("storage: metering volume %s (%s) at %d bytes", volume, found.name, found.size_bytes)
                 await self.volume_attached(volume, found.size_bytes)
+
+    async def adopt(self) -> bool:
+        """Meter, from their start, the runtime's jobs the spool neither meters nor metered to their end.
+
+        Returns whether the runtime could be listed. A failure is logged once (and its end once): the
+        agent goes on metering what it knows, and the caller asks again later.
+        """
+        try:
+            listed = await self.runtime.jobs()
+        except Exception as exc:  # the runtime is down or not allowed to list: metering goes on without these
+            if not self._jobs_failing:
+                log.warning("usage: cannot list the runtime's jobs (%s): jobs this agent did not start are not "
+                            "metered until it can; trying again at the next window",
+                            exc if isinstance(exc, RuntimeFailure) else repr(exc))
+            self._jobs_failing = True
+            return False
+        if self._jobs_failing:
+            log.info("usage: listing the runtime's jobs works again")
+        self._jobs_failing = False
+        now = self.clock()
+        found = [(job.job_id, job_spec_record(job), int((job.started_at or job.created_at or now).timestamp()))
+                 for job in listed]  # ``_span`` prefers the runtime's start: this counts only if it has none
+        adopted = await asyncio.to_thread(self.spool.adopt_jobs, found)
+        if adopted:
+            log.info("usage: metering %d job(s) found on the runtime from their start (e.g. %s); windows uploaded "
+                     "before come out with the same ids and the gateway drops them", len(adopted), adopted[0])
+        return True
 
     # --- metering ------------------------------------------------------------------------------
 
@@ -426,8 +488,11 @@ class UsageReporter:
 
     async def _meter_loop(self, uploader: UsageUploader) -> None:
         window = self.settings.window_s
+        adopt_at = 0.0  # at once: after a new pod (an empty spool) the jobs already running are metered again
         while True:
             try:
+                if self.clock().timestamp() >= adopt_at and await self.meter.adopt():
+                    adopt_at = self.clock().timestamp() + self.settings.adopt_interval_s
                 if await self.meter.tick():
                     uploader.wake.set()
             except Exception:  # metering must never stop the agent; the watermark keeps the place

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from connectors.runtimes.base import JobPhase, JobStatus, Runtime, RuntimeFailure, Volume, job_label_value
+from connectors.runtimes.base import (
+    JobPhase,
+    JobStatus,
+    RunningJob,
+    Runtime,
+    RuntimeFailure,
+    Volume,
+    job_label_value,
+)
 from connectors.runtimes.local import LocalRuntime
 
 __all__ = [
@@ -16,6 +24,7 @@ __all__ = [
     "JobPhase",
     "JobStatus",
     "LocalRuntime",
+    "RunningJob",
     "Runtime",
     "RuntimeFailure",
     "Volume",

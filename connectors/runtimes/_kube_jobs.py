@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from connectors.protocol import JobSpec
-from connectors.runtimes._kube_inventory import is_gpu_resource
-from connectors.runtimes.base import JobPhase, JobStatus, RuntimeFailure, job_label_value
+from connectors.runtimes._kube_inventory import is_gpu_resource, pod_requests
+from connectors.runtimes.base import JobPhase, JobStatus, RunningJob, RuntimeFailure, job_label_value
 
 __all__ = [
     "DEFAULT_PRIORITY_CLASSES",
@@ -20,6 +21,7 @@ __all__ = [
     "job_manifest",
     "job_name",
     "job_status_from",
+    "running_job_from",
 ]
 
 JOB_ID_LABEL = "metacloud.io/job-id"
@@ -123,6 +125,36 @@ def _time(value: Any) -> datetime | None:
         return datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
+
+
+def running_job_from(job: Mapping[str, Any]) -> RunningJob | None:
+    """A Job made by ``job_manifest`` read back into its job id and allocation; None if it is not one.
+
+    The allocation is what the pod template holds (requests, else limits, as the scheduler counts
+    them), and the GPU resource and node selector are the ones ``job_manifest`` copied from the spec,
+    so the GPU type the meter derives from them is the one it derived from the spec: the records an
+    agent makes from this carry the ids the agent that started the job made.
+    """
+    meta = job.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    if JOB_ID_LABEL not in labels:
+        return None
+    # The annotation holds the id as sent; the label is cut to what a label value may be.
+    job_id = (meta.get("annotations") or {}).get(JOB_ID_ANNOTATION) or labels[JOB_ID_LABEL]
+    template = (job.get("spec") or {}).get("template") or {}
+    held = pod_requests(template)
+    gpu = min((name for name, amount in held.items() if is_gpu_resource(name) and amount > 0), default=None)
+    selector = (template.get("spec") or {}).get("nodeSelector") or {}
+    return RunningJob(
+        job_id=str(job_id),
+        cpu_millis=math.ceil(held.get("cpu", 0) * 1000),
+        memory_bytes=math.ceil(held.get("memory", 0)),
+        gpus=int(held[gpu]) if gpu else 0,
+        gpu_resource=gpu or "nvidia.com/gpu",  # without GPUs the name is never used
+        node_selector={str(k): str(v) for k, v in selector.items()},
+        started_at=_time((job.get("status") or {}).get("startTime")),
+        created_at=_time(meta.get("creationTimestamp")),
+    )
 
 
 def _condition(obj: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:

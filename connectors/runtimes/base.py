@@ -20,6 +20,7 @@ from connectors.protocol import AgentFacts, Inventory, JobSpec
 __all__ = [
     "JobPhase",
     "JobStatus",
+    "RunningJob",
     "Runtime",
     "RuntimeFailure",
     "Volume",
@@ -66,6 +67,25 @@ class Volume(msgspec.Struct, kw_only=True, frozen=True):
     name: str = ""
 
 
+class RunningJob(msgspec.Struct, kw_only=True, frozen=True):
+    """A job the runtime holds for us, read back from the runtime itself (not from the agent's memory).
+
+    An agent that lost its state folder learns from these what to meter, so the allocation fields
+    carry the same names and values as the ``JobSpec`` that started the job: the usage records made
+    from them get the same ids as the ones the previous agent made. ``started_at`` is when the job
+    started running (None while it has not), ``created_at`` when the runtime took it.
+    """
+
+    job_id: str
+    cpu_millis: int
+    memory_bytes: int
+    gpus: int = 0
+    gpu_resource: str = "nvidia.com/gpu"
+    node_selector: dict[str, str] = msgspec.field(default_factory=dict)
+    started_at: datetime | None = None
+    created_at: datetime | None = None
+
+
 @runtime_checkable
 class Runtime(Protocol):
     """What the agent needs from a cluster. Every method may raise ``RuntimeFailure``."""
@@ -98,6 +118,10 @@ class Runtime(Protocol):
 
     async def volumes(self) -> list[Volume]:
         """The persistent volumes the org owns here, with their provisioned size (metered as storage)."""
+        ...
+
+    async def jobs(self) -> list[RunningJob]:
+        """Every job this runtime started for us that still exists, running or finished, with its allocation."""
         ...
 
     async def cleanup(self, payload: dict[str, Any]) -> dict[str, Any]:

@@ -29,8 +29,9 @@ from connectors.runtimes._kube_jobs import (
     job_manifest,
     job_name,
     job_status_from,
+    running_job_from,
 )
-from connectors.runtimes.base import JobPhase, JobStatus, RuntimeFailure, Volume, job_label_value
+from connectors.runtimes.base import JobPhase, JobStatus, RunningJob, RuntimeFailure, Volume, job_label_value
 
 __all__ = ["DEFAULT_JOBS_NAMESPACE", "KubeApiError", "KubernetesRuntime", "in_kubernetes", "kube_api_client"]
 
@@ -252,6 +253,12 @@ class KubernetesRuntime(KubeCalls):
                 return []
             raise
         return [j for j in jobs if _labels(j).get("app.kubernetes.io/managed-by") == "metacloud"]
+
+    async def jobs(self) -> list[RunningJob]:
+        """Our Jobs in the jobs namespace (a finished one stays ``FINISHED_JOB_TTL_S``), read back into
+        their job id and allocation: what an agent that lost its usage spool meters again."""
+        found = (running_job_from(job) for job in await self._jobs())
+        return [job for job in found if job is not None]
 
     async def _pods(self, job_id: str) -> list[dict[str, Any]]:
         label = job_label_value(job_id)

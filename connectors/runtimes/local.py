@@ -1,8 +1,10 @@
 """The local runtime: jobs are processes on this host (bare hosts, and the machine itself in ``make dev``).
 
 Each job runs in its own process group (so cancel stops its children too), with stdout and stderr
-in ``<state>/jobs/<id>/output.log`` and its outcome in ``status.json`` (read back after an agent
-restart). CPU and memory are reported, not enforced. GPUs are seen only through ``nvidia-smi``.
+in ``<state>/jobs/<id>/output.log``, its allocation and start in ``allocation.json`` (so ``jobs()``
+can tell an agent with an empty usage spool what to meter) and its outcome in ``status.json`` (read
+back after an agent restart). CPU and memory are reported, not enforced. GPUs are seen only through
+``nvidia-smi``.
 Inventory uses ``os`` and ``/proc`` only: the agent must not need psutil.
 """
 
@@ -25,8 +27,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from connectors.protocol import AGENT_VERSION, AgentFacts, GpuCapacity, Inventory, JobSpec, NodeInventory
-from connectors.runtimes.base import JobPhase, JobStatus, RuntimeFailure, Volume
+from connectors.runtimes.base import JobPhase, JobStatus, RunningJob, RuntimeFailure, Volume
 
 __all__ = ["LocalRuntime", "host_cpu_millis", "host_memory_bytes"]
 
@@ -34,6 +38,7 @@ _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _LOG_TAIL_MAX_BYTES = 4 << 20  # the tail of a huge log is read from its last 4 MiB
 _PASSED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER")
 _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+_ALLOCATION = "allocation.json"
 
 
 def host_cpu_millis() -> int:
@@ -224,6 +229,7 @@ class LocalRuntime:
                 raise RuntimeFailure(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
         job = _Job(spec=spec, directory=directory, process=process, started_at=_now(), gpus=gpu_ids)
         self._jobs[spec.job_id] = job
+        _save_allocation(job)
         job.waiter = asyncio.create_task(self._watch(job), name=f"local-job-{spec.job_id}")
         return {"job_id": spec.job_id, "pid": process.pid, "existing": False,
                 **({"note": "image ignored by the local runtime"} if spec.image else {})}
@@ -310,6 +316,20 @@ class LocalRuntime:
             return ""
         return await asyncio.to_thread(_tail, path, tail_lines)
 
+    async def jobs(self) -> list[RunningJob]:
+        """The jobs whose folder holds their allocation (jobs started by an agent that did not write
+        one are left out: there is nothing to meter them by)."""
+        return await asyncio.to_thread(self._stored_jobs)
+
+    def _stored_jobs(self) -> list[RunningJob]:
+        found = []
+        for path in sorted(self.jobs_dir.glob(f"*/{_ALLOCATION}")):
+            try:
+                found.append(msgspec.json.decode(path.read_bytes(), type=RunningJob))
+            except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+                continue  # unreadable or cut short by a crash: nothing to meter it by
+        return found
+
     async def volumes(self) -> list[Volume]:
         """None: a bare host has no persistent volumes of the org's; its disks are the host's own, not metered."""
         return []
@@ -319,6 +339,17 @@ class LocalRuntime:
         for job in self._jobs.values():
             if job.waiter is not None and not job.waiter.done():
                 job.waiter.cancel()
+
+
+def _save_allocation(job: _Job) -> None:
+    """Write what the job holds and when it started, without its command or environment (which may hold
+    secrets). A failed write never stops a started job: only its re-metering by a later agent is lost."""
+    spec = job.spec
+    allocation = RunningJob(job_id=spec.job_id, cpu_millis=spec.cpu_millis, memory_bytes=spec.memory_bytes,
+                            gpus=spec.gpus, gpu_resource=spec.gpu_resource, node_selector=dict(spec.node_selector),
+                            started_at=job.started_at, created_at=job.started_at)
+    with contextlib.suppress(OSError):
+        (job.directory / _ALLOCATION).write_bytes(msgspec.json.encode(allocation))
 
 
 def _tail(path: Path, lines: int | None) -> str:

@@ -26,7 +26,7 @@ from connectors.protocol import (
     RegisterRequest,
     RegisterResponse,
 )
-from connectors.runtimes import JobStatus, RuntimeFailure
+from connectors.runtimes import JobStatus, RunningJob, RuntimeFailure
 
 SERVER = "https://gw.example.com"
 
@@ -135,6 +135,9 @@ class FakeRuntime:
 
     async def logs(self, job_id: str, tail_lines: int | None = None) -> str:
         return "line\n" * 3
+
+    async def jobs(self) -> list[RunningJob]:
+        return []
 
     async def cleanup(self, payload: dict[str, Any]) -> dict[str, Any]:
         return {}
