@@ -19,11 +19,16 @@ _LEFT, _BOTTOM, _TOP = 48, 22, 10
 
 
 def _fmt(v: Decimal) -> str:
+    """Short, never rounded to a misleading 0: below 1, two significant digits (0.00031), down to 1e-6."""
     if v >= 100:
         return f"{v:,.0f}"
     if v >= 1:
         return f"{v:.1f}".removesuffix(".0")
-    return f"{v:.2f}".rstrip("0").rstrip(".") or "0"
+    if v <= 0:
+        return "0"
+    places = min(6, 1 - v.adjusted())
+    text = f"{v:.{places}f}".rstrip("0").rstrip(".")
+    return "<0.000001" if text == "0" else text
 
 
 def column_chart(points: Sequence[tuple[str, Decimal]], unit: str, title: str) -> Markup:
