@@ -28,6 +28,12 @@ class Step:
     screenshot: str | None
 
 
+# The cards whose content is wider than the card (a table or a bar that runs out of it), by heading.
+_SPILLED = """() => [...document.querySelectorAll('.card')]
+    .filter(c => c.scrollWidth > c.clientWidth + 1)
+    .map(c => (c.querySelector('h1, h2') || c).textContent.trim().slice(0, 40))"""
+
+
 @dataclass
 class Journey:
     """Times each step with the monotonic clock and saves a full-page screenshot when the step ends.
@@ -70,6 +76,8 @@ class Journey:
         seconds = time.monotonic() - began
         await self.page.screenshot(path=str(self.folder / shot), full_page=True)
         self.steps.append(Step(name=name, seconds=round(seconds, 3), screenshot=shot))
+        spilled = await self.page.evaluate(_SPILLED)
+        assert not spilled, f"{name}: content runs out of its card ({spilled}); see {shot}"
 
     def write(self, *, last_step: str, missing: list[str]) -> dict[str, Any]:
         ttv = self.span("signup submitted", "first log line shown")
