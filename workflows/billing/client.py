@@ -13,17 +13,7 @@ import asyncio
 import contextlib
 from datetime import timedelta
 
-from temporalio.client import (
-    Client,
-    Schedule,
-    ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
-    ScheduleCalendarSpec,
-    ScheduleOverlapPolicy,
-    SchedulePolicy,
-    ScheduleRange,
-    ScheduleSpec,
-)
+from temporalio.client import Client, ScheduleCalendarSpec, ScheduleRange
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
@@ -35,6 +25,7 @@ from workflows.billing.types import (
     close_workflow_id,
     dunning_workflow_id,
 )
+from workflows.schedules import ensure_calendar_schedule
 
 __all__ = ["SCHEDULE_ID", "close_now", "ensure_schedule", "start_dunning", "tell_settled"]
 
@@ -42,16 +33,11 @@ SCHEDULE_ID = "billing.monthly-close"
 
 
 async def ensure_schedule(client: Client, task_queue: str) -> None:
-    schedule = Schedule(
-        action=ScheduleActionStartWorkflow("billing.monthly-close", MonthlyCloseInput(),
-                                           id=f"billing-monthly-close-{task_queue}", task_queue=task_queue),
-        spec=ScheduleSpec(calendars=[ScheduleCalendarSpec(day_of_month=[ScheduleRange(1)], hour=[ScheduleRange(0)],
-                                                          minute=[ScheduleRange(5)])]),
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=timedelta(days=7)),
-    )
-    with contextlib.suppress(ScheduleAlreadyRunningError):
-        await client.create_schedule(SCHEDULE_ID if task_queue == "metacloud" else f"{SCHEDULE_ID}-{task_queue}",
-                                     schedule)
+    await ensure_calendar_schedule(
+        client, name=SCHEDULE_ID, workflow="billing.monthly-close", arg=MonthlyCloseInput(), task_queue=task_queue,
+        calendar=ScheduleCalendarSpec(day_of_month=[ScheduleRange(1)], hour=[ScheduleRange(0)],
+                                      minute=[ScheduleRange(5)]),
+        catchup=timedelta(days=7))
 
 
 async def close_now(client: Client, task_queue: str, *, org_id: str, period: str,

@@ -3,20 +3,11 @@ every worker may ask (``ensure_schedule`` is idempotent)."""
 
 from __future__ import annotations
 
-import contextlib
 from datetime import timedelta
 
-from temporalio.client import (
-    Client,
-    Schedule,
-    ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
-    ScheduleCalendarSpec,
-    ScheduleOverlapPolicy,
-    SchedulePolicy,
-    ScheduleRange,
-    ScheduleSpec,
-)
+from temporalio.client import Client, ScheduleCalendarSpec, ScheduleRange
+
+from workflows import schedules
 
 __all__ = ["SCHEDULE_ID", "ensure_schedule", "schedule_id"]
 
@@ -24,17 +15,12 @@ SCHEDULE_ID = "maintenance.daily"
 
 
 def schedule_id(task_queue: str) -> str:
-    """The deployment's queue has the plain id; another queue (a test's) gets its own schedule."""
-    return SCHEDULE_ID if task_queue == "metacloud" else f"{SCHEDULE_ID}-{task_queue}"
+    return schedules.schedule_id(SCHEDULE_ID, task_queue)
 
 
 async def ensure_schedule(client: Client, task_queue: str) -> None:
-    schedule = Schedule(
-        action=ScheduleActionStartWorkflow("maintenance.daily", id=f"maintenance-daily-{task_queue}",
-                                           task_queue=task_queue),
-        spec=ScheduleSpec(calendars=[ScheduleCalendarSpec(hour=[ScheduleRange(3)], minute=[ScheduleRange(15)])]),
-        # a run missed while Temporal was down still happens when it is back, the same day
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=timedelta(hours=12)),
-    )
-    with contextlib.suppress(ScheduleAlreadyRunningError):
-        await client.create_schedule(schedule_id(task_queue), schedule)
+    # a run missed while Temporal was down still happens when it is back, the same day
+    await schedules.ensure_calendar_schedule(
+        client, name=SCHEDULE_ID, workflow="maintenance.daily", task_queue=task_queue,
+        calendar=ScheduleCalendarSpec(hour=[ScheduleRange(3)], minute=[ScheduleRange(15)]),
+        catchup=timedelta(hours=12))
