@@ -10,6 +10,7 @@ call                                   body                        answer
 ``GET  /agent/v1/commands?wait=25``    -                           ``CommandBatch`` (long poll)
 ``POST /agent/v1/commands/{id}/ack``   -                           204
 ``POST /agent/v1/commands/{id}/result````CommandResult``            204
+``POST /agent/v1/job-reports``         ``JobReportBatch``          ``JobReportAnswer``
 ``GET  /agent/v1/install/{token}.yaml``-                           Kubernetes manifests
 =====================================  ==========================  =============================
 
@@ -18,6 +19,12 @@ per-cluster credential). Every call carries ``X-Metacloud-Agent-Version``; an ag
 ``MIN_AGENT_VERSION`` gets ``426`` with a problem body whose ``code`` is ``agent_upgrade_required``
 and a ``detail`` that says how to upgrade. Errors are ``application/problem+json`` with a ``code``
 from ``ErrorCode`` so the agent can print one clear line per problem.
+
+Job reports are pushed, not asked for: the agent watches the jobs it started and posts each change
+of (phase, reason, exit code) at once, and the unchanged status again every ``JOB_REPORT_REFRESH_S``
+so the gateway knows its picture is current. A gateway that has heard nothing for ``JOB_REPORT_FRESH_S``
+falls back to asking with ``job_status`` commands, which is also all an agent from before job reports
+(or one started with reports off) gets: both kinds of agent work with both kinds of gateway.
 
 This module imports nothing of the control plane: the agent ships with it alone.
 """
@@ -33,6 +40,11 @@ import msgspec
 __all__ = [
     "AGENT_VERSION",
     "AGENT_VERSION_HEADER",
+    "JOB_PHASES",
+    "JOB_REPORT_FRESH_S",
+    "JOB_REPORT_INTERVAL_S",
+    "JOB_REPORT_MAX_BATCH",
+    "JOB_REPORT_REFRESH_S",
     "MIN_AGENT_VERSION",
     "PROTOCOL_VERSION",
     "AgentFacts",
@@ -45,6 +57,11 @@ __all__ = [
     "Heartbeat",
     "HeartbeatResponse",
     "Inventory",
+    "JobReport",
+    "JobReportAccepted",
+    "JobReportAnswer",
+    "JobReportBatch",
+    "JobReportRejected",
     "JobSpec",
     "NodeInventory",
     "RegisterRequest",
@@ -58,6 +75,14 @@ AGENT_VERSION = "0.1.0"
 MIN_AGENT_VERSION = "0.1.0"
 AGENT_VERSION_HEADER = "X-Metacloud-Agent-Version"
 CREDENTIAL_PREFIX = "mca_"
+JOB_REPORT_INTERVAL_S = 2.0  # the agent looks at its jobs this often and posts what changed
+JOB_REPORT_REFRESH_S = 5.0  # an unchanged status is posted again this often (the reports' own heartbeat)
+# The gateway trusts its record while the last report is this recent (three missed looks plus a lost
+# refresh and then some); older, it asks with a ``job_status`` command.
+JOB_REPORT_FRESH_S = 3 * JOB_REPORT_INTERVAL_S + 10.0
+JOB_REPORT_MAX_BATCH = 500  # reports per POST; the agent sends more in several calls
+# A job's phase on the runtime; "unknown": the runtime no longer has it. The agent's runtimes use these words.
+JOB_PHASES = ("pending", "running", "succeeded", "failed", "unknown")
 
 
 def parse_version(text: str) -> tuple[int, ...]:
@@ -198,3 +223,47 @@ class CommandResult(Struct):
     ok: bool
     result: dict[str, Any] = msgspec.field(default_factory=dict)
     error: str | None = None
+
+
+class JobReport(Struct):
+    """The runtime's status of one job, as the agent saw it at ``observed_at`` (the agent's clock).
+
+    ``phase`` is one of ``JOB_PHASES``. The gateway ignores a report not newer than the last one it applied for the job, so
+    reports may be resent, and may arrive out of order, without harm.
+    """
+
+    job_id: str
+    phase: str
+    observed_at: datetime
+    reason: str = ""
+    exit_code: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class JobReportBatch(Struct):
+    reports: list[JobReport] = msgspec.field(default_factory=list)
+
+
+class JobReportAccepted(Struct):
+    """Taken: the agent need not send this report again. ``applied`` is False when it was not newer than
+    the last one taken; ``state`` is the job's state afterwards; ``done``: the job has ended for the
+    control plane, so the agent may stop watching it."""
+
+    job_id: str
+    state: str
+    applied: bool
+    done: bool = False
+
+
+class JobReportRejected(Struct):
+    """Refused for good (``code``: ``invalid`` or ``unknown_job``); resending it would not help."""
+
+    job_id: str
+    code: str
+    reason: str
+
+
+class JobReportAnswer(Struct):
+    accepted: list[JobReportAccepted] = msgspec.field(default_factory=list)
+    rejected: list[JobReportRejected] = msgspec.field(default_factory=list)

@@ -6,6 +6,7 @@ Exceptions (all carry ``line``, the sentence the agent logs)::
      +-- Fatal            stop the agent with ``exit_code`` (bad token 2, credential revoked 3, upgrade 4)
      +-- Transient        retry with backoff (network, TLS, proxy, DNS, wrong URL, 5xx, 429)
      +-- CommandGone      the gateway no longer leases this command to us (404/409/410 on ack/result)
+     +-- NotSupported     the gateway does not know this call (404): it is older than this agent
 
 Failures are translated here and nowhere else, so each one reads the same wherever it happens.
 """
@@ -32,6 +33,8 @@ from connectors.protocol import (
     ErrorCode,
     Heartbeat,
     HeartbeatResponse,
+    JobReportAnswer,
+    JobReportBatch,
     RegisterRequest,
     RegisterResponse,
 )
@@ -44,6 +47,7 @@ __all__ = [
     "AgentProblem",
     "CommandGone",
     "Fatal",
+    "NotSupported",
     "Transient",
     "build_http_client",
     "clock_skew_line",
@@ -75,6 +79,10 @@ class Transient(AgentProblem):
 
 
 class CommandGone(AgentProblem):
+    pass
+
+
+class NotSupported(AgentProblem):
     pass
 
 
@@ -277,8 +285,10 @@ class AgentClient:
 
     async def _send(
         self, method: str, path: str, call: str, *, body: Any = None, auth: bool = True,
-        timeout: float | None = None, command: bool = False,
+        timeout: float | None = None, command: bool = False, absent: str | None = None,
     ) -> httpx.Response:
+        """One call; a failure raised as an ``AgentProblem``. ``absent``: a 404 means the gateway lacks
+        this call, and raises ``NotSupported`` with that line."""
         headers = self._headers(auth=auth)
         content = None
         if body is not None:
@@ -295,6 +305,8 @@ class AgentClient:
             raise _transport_problem(exc, self.config, call) from exc
         if response.is_success:
             return response
+        if absent is not None and response.status_code == 404:
+            raise NotSupported(absent)
         raise _http_problem(response, self.config, call, command=command)
 
     def _decode(self, response: httpx.Response, kind: type[T], call: str) -> T:
@@ -337,3 +349,10 @@ class AgentClient:
 
     async def result(self, command_id: str, result: CommandResult) -> None:
         await self._send("POST", f"/commands/{quote(command_id, safe='')}/result", "command result", body=result, command=True)
+
+    async def job_reports(self, batch: JobReportBatch) -> JobReportAnswer:
+        """``POST /job-reports``; ``NotSupported`` from a gateway that predates job reports (404)."""
+        response = await self._send("POST", "/job-reports", "job report", body=batch, absent=(
+            "the gateway does not take job reports (it is older than this agent): it asks for job status with "
+            "commands instead"))
+        return self._decode(response, JobReportAnswer, "job report")

@@ -33,14 +33,17 @@ class CommandExecutor:
 
     * ``provision``: ``{"quota": {"requests.cpu": "64", ...}, "priority_classes": [{"name", "value"}]}`` (optional)
     * ``validate``: ``{}``
-    * ``start_job``: the ``JobSpec`` fields (or ``{"spec": {...}}``)
+    * ``start_job``: the ``JobSpec`` fields (or ``{"spec": {...}}``); the result says ``"job_reports": true``
+      when this agent will push the job's status
     * ``cancel_job`` / ``job_status``: ``{"job_id"}``; ``fetch_logs``: ``{"job_id", "tail_lines"?}``
     * ``cleanup``: runtime options, e.g. ``{"delete_namespace": true}``
     """
 
-    def __init__(self, runtime: Runtime, jobs: JobLedger | None = None) -> None:
+    def __init__(self, runtime: Runtime, jobs: JobLedger | None = None, *,
+                 on_started: Callable[[str], None] | None = None) -> None:
         self.runtime = runtime
         self.jobs = jobs
+        self.on_started = on_started  # told each started job id (the job reporter watches it)
         self.handlers: dict[str, Handler] = {
             CommandKind.PROVISION: runtime.provision,
             CommandKind.VALIDATE: self._validate,
@@ -75,6 +78,9 @@ class CommandExecutor:
     async def _start_job(self, payload: dict[str, Any]) -> dict[str, Any]:
         spec = msgspec.convert(payload.get("spec", payload), JobSpec)
         result = await self.runtime.start_job(spec)
+        if self.on_started is not None:
+            self.on_started(spec.job_id)
+            result = {**result, "job_reports": True}  # the gateway waits for our reports instead of asking
         await self._record("start", spec.job_id, lambda jobs: jobs.job_started(spec))
         return result
 

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from connectors.protocol import JOB_REPORT_INTERVAL_S
+
 __all__ = ["AgentConfig", "ConfigError", "default_state_dir"]
 
 _LOOPBACK = {"localhost", "127.0.0.1", "::1"}
@@ -59,6 +61,9 @@ class AgentConfig:
     jobs_namespace: str = "metacloud-jobs"
     request_timeout_s: float = 30.0
     backoff_cap_s: float = 60.0
+    # Push job status to the gateway (``connectors.agent.job_reports``); off, the gateway asks with job_status.
+    job_reports: bool = True
+    report_interval_s: float = JOB_REPORT_INTERVAL_S
 
     def __post_init__(self) -> None:
         url = self.server_url.strip().rstrip("/")
@@ -70,6 +75,8 @@ class AgentConfig:
         object.__setattr__(self, "server_url", url)
         if self.ca_file is not None and not Path(self.ca_file).is_file():
             raise ConfigError(f"--ca-file {self.ca_file} does not exist or is not a file")
+        if self.report_interval_s <= 0:
+            raise ConfigError(f"the job report interval must be a positive number of seconds (got {self.report_interval_s})")
         if self.credential_secret is not None and "/" not in self.credential_secret:
             raise ConfigError("credential_secret must be NAMESPACE/NAME")
 

@@ -1,8 +1,10 @@
 """The agent's main loop: register once, then heartbeat and long-poll commands until stopped.
 
-Three tasks run side by side once registered: the heartbeat loop (inventory every interval), the
-poll loop (``GET /commands?wait=N``; every command is acknowledged as soon as it arrives) and one
-worker that executes commands in arrival order and posts their results. Network trouble is retried
+These tasks run side by side once registered: the heartbeat loop (inventory every interval), the
+poll loop (``GET /commands?wait=N``; every command is acknowledged as soon as it arrives), one
+worker that executes commands in arrival order and posts their results, the usage loop
+(``connectors.agent.usage``) and, unless ``job_reports`` is off, the job report loop
+(``connectors.agent.job_reports``: job status pushed as it changes). Network trouble is retried
 with exponential backoff and full jitter (capped at 60 s), so a gateway restart costs a few seconds.
 A ``Fatal`` answer (credential revoked, token refused, upgrade required) ends ``run`` with its exit code.
 """
@@ -36,6 +38,7 @@ from connectors.agent.credentials import (
     StoredCredential,
     token_digest,
 )
+from connectors.agent.job_reports import JobReporter
 from connectors.agent.usage import UsageReporter, UsageSettings
 from connectors.protocol import (
     AGENT_VERSION,
@@ -119,7 +122,10 @@ class Agent:
         # Usage metering: started jobs are recorded by the executor, metered per window into an on-disk spool
         # in state_dir and uploaded by `_usage_loop` (see connectors.agent.usage).
         self.usage = UsageReporter(config.state_dir, runtime, settings=usage, clock=clock)
-        self.commands = CommandExecutor(runtime, jobs=self.usage)
+        self.reports = JobReporter(runtime, interval_s=config.report_interval_s, backoff_cap_s=config.backoff_cap_s,
+                                   clock=clock, rand=rand)
+        self.commands = CommandExecutor(runtime, jobs=self.usage,
+                                        on_started=self.reports.watch if config.job_reports else None)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -191,6 +197,8 @@ class Agent:
                 group.create_task(self._poll_loop(), name="agent-poll")
                 group.create_task(self._worker(), name="agent-worker")
                 group.create_task(self._usage_loop(), name="agent-usage")
+                if self.config.job_reports:
+                    group.create_task(self._report_loop(), name="agent-job-reports")
         except BaseExceptionGroup as group_error:
             fatal = _first_fatal(group_error)
             if fatal is None:
@@ -313,6 +321,17 @@ class Agent:
                 self.diag.problem("usage", line)
 
         await self.usage.run(self.client, on_problem=report)
+
+    # --- job reports ----------------------------------------------------------------------------
+
+    async def _report_loop(self) -> None:
+        def report(line: str | None) -> None:
+            if line is None:
+                self.diag.ok("job-reports", f"job reports to {self.config.server_url} work again")
+            else:
+                self.diag.problem("job-reports", line)
+
+        await self.reports.run(self.client, on_problem=report)
 
     # --- commands -------------------------------------------------------------------------------
 

@@ -12,6 +12,8 @@ Flags win over environment variables (the Kubernetes Deployment uses the variabl
     --jobs-namespace     METACLOUD_JOBS_NAMESPACE     namespace for jobs (default metacloud-jobs)
     --kubeconfig    KUBECONFIG                   when not running in a pod
     --usage-window  METACLOUD_USAGE_WINDOW_S     seconds per usage record (default 60; must divide an hour)
+    --report-interval  METACLOUD_REPORT_INTERVAL_S  seconds between looks at the jobs for job reports (default 2)
+    --no-job-reports   METACLOUD_NO_JOB_REPORTS=1   do not push job status (the gateway asks with commands)
 
 Exit codes: 0 stopped by SIGINT/SIGTERM, 2 bad settings or registration token, 3 credential revoked
 (the cluster was detached), 4 agent too old for the gateway, 1 unexpected error.
@@ -34,7 +36,7 @@ from connectors.agent.config import AgentConfig, ConfigError, default_state_dir
 from connectors.agent.credentials import CredentialStore, FileCredentialStore, SecretCredentialStore
 from connectors.agent.loop import Agent
 from connectors.agent.usage import UsageSettings
-from connectors.protocol import AGENT_VERSION, PROTOCOL_VERSION
+from connectors.protocol import AGENT_VERSION, JOB_REPORT_INTERVAL_S, PROTOCOL_VERSION
 from connectors.runtimes import RUNTIME_KINDS, RuntimeFailure, make_runtime
 
 __all__ = ["build_parser", "main"]
@@ -71,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--heartbeat-interval", type=float, default=None, help="seconds; overrides the gateway's value")
     parser.add_argument("--usage-window", type=int, default=int(env("METACLOUD_USAGE_WINDOW_S") or 60),
                         help="seconds per usage record (must divide an hour; default 60)")
+    parser.add_argument("--report-interval", type=float,
+                        default=float(env("METACLOUD_REPORT_INTERVAL_S") or JOB_REPORT_INTERVAL_S),
+                        help=f"seconds between looks at the jobs for job reports (default {JOB_REPORT_INTERVAL_S:g})")
+    parser.add_argument("--no-job-reports", action="store_true", default=_env_flag("METACLOUD_NO_JOB_REPORTS"),
+                        help="do not push job status; the gateway asks for it with job_status commands")
     parser.add_argument("--log-level", default=env("METACLOUD_LOG_LEVEL") or "INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
@@ -106,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             heartbeat_interval_s=args.heartbeat_interval,
             credential_secret=f"{secret[0]}/{secret[1]}" if secret else None,
             jobs_namespace=args.jobs_namespace,
+            job_reports=not args.no_job_reports,
+            report_interval_s=args.report_interval,
         )
     except ConfigError as exc:
         parser.error(str(exc))

@@ -173,16 +173,17 @@ async def start_worker(temporal_client: Client, jsettings: Settings, queue: str,
 
 @contextlib.asynccontextmanager
 async def connected_agent(http: httpx.AsyncClient, owner: Member, runtime: Runtime, state_dir: Path, *,
-                          name: str, provider: str) -> AsyncIterator[str]:
+                          name: str, provider: str, job_reports: bool = True) -> AsyncIterator[str]:
     """A cluster made through the API with its real agent running on ``runtime`` (in-process, through
-    ``http``, heartbeating every 0.3 s) until the block ends; yields the cluster id once it is attached."""
+    ``http``, heartbeating every 0.3 s; pushing job reports unless ``job_reports`` is off) until the block
+    ends; yields the cluster id once it is attached."""
     clusters = f"/api/v1/orgs/{owner.org.slug}/clusters"
     made = await http.post(clusters, json={"name": name, "provider": provider}, headers=owner.headers)
     assert made.status_code == 201, made.text
     cluster_id, token = made.json()["id"], made.json()["install"]["token"]
     kind = "local" if isinstance(runtime, LocalRuntime) else "kubernetes"
     agent = Agent(AgentConfig(server_url="http://testserver", token=token, state_dir=state_dir, runtime=kind,
-                              heartbeat_interval_s=0.3, command_wait_s=2), runtime, http)
+                              heartbeat_interval_s=0.3, command_wait_s=2, job_reports=job_reports), runtime, http)
     stop = asyncio.Event()
     run = asyncio.create_task(agent.run(stop))
     try:

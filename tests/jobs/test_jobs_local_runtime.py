@@ -1,7 +1,9 @@
 """A bare-host cluster end to end: the real gateway, the Temporal dev server running the metascheduler and
 the job lifecycle workflow, and the agent with its local runtime running jobs as processes on this machine.
 Unlike the Kubernetes emulator (which runs no pods), here jobs really run and end, so the lifecycle is
-followed all the way: queued -> placed -> dispatched -> running -> succeeded / failed, with the exit code."""
+followed all the way: queued -> placed -> dispatched -> running -> succeeded / failed, with the exit code.
+The agent pushes its jobs' status (job reports); the gateway asks with ``job_status`` commands only for
+an agent that does not."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -21,15 +24,21 @@ from tests.jobs.conftest import Member, WorkerFactory, connected_agent, set_plan
 FINISHED = ("succeeded", "failed", "cancelled", "timed_out", "lost")
 
 
+@pytest.fixture(params=[True, False], ids=["job-reports", "no-job-reports"])
+def job_reports(request: pytest.FixtureRequest) -> bool:
+    """Whether the agent pushes job reports; without, the workflow asks with ``job_status`` commands."""
+    return bool(request.param)
+
+
 @pytest.fixture
 async def bare_host(http: httpx.AsyncClient, owner: Member, start_worker: WorkerFactory,
-                    db: async_sessionmaker[AsyncSession], tmp_path: Path) -> AsyncIterator[str]:
+                    db: async_sessionmaker[AsyncSession], tmp_path: Path, job_reports: bool) -> AsyncIterator[str]:
     """An attached bare-host cluster whose agent runs jobs on this machine; yields its id."""
     await start_worker()
     await set_plan(db, owner.org.id, "payg")
     runtime = LocalRuntime(tmp_path / "runtime", kill_grace_s=2)
     async with connected_agent(http, owner, runtime, tmp_path / "agent", name="this-host",
-                               provider="bare_host") as cluster_id:
+                               provider="bare_host", job_reports=job_reports) as cluster_id:
         yield cluster_id
 
 
@@ -54,8 +63,14 @@ async def _until_finished(http: httpx.AsyncClient, owner: Member, job_id: str) -
     return seen[-1]
 
 
+async def _status_commands(owner_conn: asyncpg.Connection, *job_ids: str) -> int:
+    return int(await owner_conn.fetchval(
+        "SELECT count(*) FROM agent_commands WHERE kind = 'job_status' AND payload->>'job_id' = ANY($1::text[])",
+        list(job_ids)))
+
+
 async def test_a_job_that_exits_0_succeeds_and_one_that_exits_3_fails_with_its_exit_code(
-    http: httpx.AsyncClient, owner: Member, bare_host: str,
+    http: httpx.AsyncClient, owner: Member, bare_host: str, owner_conn: asyncpg.Connection, job_reports: bool,
 ) -> None:
     good = await _submit(http, owner, "hello", "print('hello from the job')")
     bad = await _submit(http, owner, "broken", "import sys; print('about to fail'); sys.exit(3)")
@@ -74,3 +89,8 @@ async def test_a_job_that_exits_0_succeeds_and_one_that_exits_3_fails_with_its_e
     assert failed["state"] == "failed", failed["reason"]
     assert failed["exit_code"] == 3
     assert "3" in failed["reason"], failed["reason"]
+    asked = await _status_commands(owner_conn, good, bad)
+    if job_reports:
+        assert asked == 0, "the agent pushed every change: the workflow never had to ask"
+    else:
+        assert asked > 0, "an agent that does not push is asked with job_status commands"

@@ -2,9 +2,13 @@
 change it only from the states they expect; commands are deduplicated on their key (``start_job`` on
 the job id, ``job_status`` on the workflow run and poll number).
 
-Job status comes from polling: each check queues one ``job_status`` command and waits for the agent's
-answer (the runtime's ``JobStatus``). That costs a command per job per poll (0.5 s after a change,
-backing off to 10 s) but needs no agent change; an agent-pushed job-event report would be cheaper.
+Job status is pushed: the agent posts job reports (``POST /agent/v1/job-reports``), which the gateway
+folds into the record and follows with a ``report`` signal. While the last report is fresh
+(``JOB_REPORT_FRESH_S``), or the agent's answer to ``start_job`` said it pushes the job and its first
+report may still be on its way, a check only reads the record (and still applies the lost-cluster,
+max-runtime and failed-start rules). When reports are stale (an agent from before job reports, one started with
+them off, or reports lost on the way), a check falls back to asking: it queues one ``job_status``
+command and waits for the agent's answer, a command row per job per check.
 
 The scheduler activity composes what only this layer may: billing's plan caps (passed to the
 metascheduler as plain values) and Temporal signals to the placed jobs' workflows.
@@ -62,7 +66,8 @@ class JobActivities:
 
     @activity.defn(name="jobs.check")
     async def check(self, inp: CheckInput) -> CheckOutcome:
-        """Where the job is now: lost cluster, max runtime, a failed start, else the agent's status."""
+        """Where the job is now: lost cluster, max runtime, a failed start, else the agent's status (the
+        record while its reports are fresh, else asked with a ``job_status`` command)."""
         job_id = uuid.UUID(inp.job_id)
         async with self._session(inp.org_id) as s:
             snap = await lifecycle.snapshot(s, job_id)
@@ -80,12 +85,12 @@ class JobActivities:
                 reason = f"ran longer than its max runtime ({snap.max_runtime_s} s); stopped"
                 await lifecycle.finish(s, job_id, "timed_out", reason, cancel_on_cluster=True)
                 return CheckOutcome(state="timed_out", reason=reason, changed=True)
-            start_state, error = await lifecycle.start_outcome(s, job_id)
-            if start_state == "failed":
-                reason = f"the agent could not start it: {error or 'no reason given'}"
+            start = await lifecycle.start_outcome(s, job_id)
+            if start.state == "failed":
+                reason = f"the agent could not start it: {start.error or 'no reason given'}"
                 await lifecycle.finish(s, job_id, "failed", reason)
                 return CheckOutcome(state="failed", reason=reason, changed=True)
-            if start_state != "succeeded" or snap.cluster_id is None:
+            if start.state != "succeeded" or snap.cluster_id is None or lifecycle.reports_current(snap, start):
                 return CheckOutcome(state=before)
             command_id = await commands.enqueue(
                 s, org_id=uuid.UUID(inp.org_id), cluster_id=uuid.UUID(snap.cluster_id), kind=CommandKind.JOB_STATUS,

@@ -6,6 +6,7 @@ down at submission) gets one when it is placed, so no placed job is left undispa
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 
@@ -21,6 +22,7 @@ __all__ = [
     "scheduler_workflow_id",
     "signal_cancel",
     "signal_placed",
+    "signal_reported",
     "start_lifecycle",
 ]
 
@@ -63,3 +65,18 @@ async def signal_cancel(client: Client, job_id: uuid.UUID | str) -> None:
     """Wake the job's workflow so it notices the cancel at once (nothing to do when none runs)."""
     with contextlib.suppress(RPCError):
         await client.get_workflow_handle(lifecycle_workflow_id(job_id)).signal("cancel")
+
+
+async def signal_reported(client: Client, job_ids: list[str], *, concurrency: int = 16) -> None:
+    """Wake the workflows of jobs whose state an agent report changed, so they see it at once.
+
+    A workflow that misses it (none runs, or the signal is lost) still sees the change at its next check.
+    """
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(job_id: str) -> None:
+        async with gate:
+            with contextlib.suppress(RPCError):
+                await client.get_workflow_handle(lifecycle_workflow_id(job_id)).signal("report")
+
+    await asyncio.gather(*(one(j) for j in job_ids))

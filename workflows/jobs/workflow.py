@@ -3,11 +3,13 @@
 * ``jobs.lifecycle`` (id ``job-{job_id}``), started at submission: waits while the job is ``queued``
   (woken by the scheduler's ``placed`` signal, re-reading the record every ``placement_check_s`` in
   case a signal was lost), dispatches it (``start_job`` command; a local activity, as it is the hot
-  path of submit-to-dispatch latency), then checks its status by polling
-  ``job_status`` commands (fast after a change, backing off to ``max_poll_s``) until it ends. A lost
-  cluster re-queues the job (``on_lost=requeue``, once) and the workflow waits for placement again.
-  The ``cancel`` signal only wakes it: the API already marked the job cancelled and queued
-  ``cancel_job``.
+  path of submit-to-dispatch latency), then checks its status (fast after a change, backing off to
+  ``max_poll_s``) until it ends. The agent pushes job reports, which the gateway applies to the record
+  and follows with a ``report`` signal: that wakes the workflow, so a job's end shows at once, and a
+  check only reads the record. Only while reports are stale (an old agent, lost reports) does a check
+  ask the agent with a ``job_status`` command (see ``workflows.jobs.activities``). A lost cluster
+  re-queues the job (``on_lost=requeue``, once) and the workflow waits for placement again. The
+  ``cancel`` signal only wakes it: the API already marked the job cancelled and queued ``cancel_job``.
 * ``jobs.scheduler`` (one per task queue): runs the metascheduler's leased loop as one long,
   heartbeating activity, then continues as new.
 """
@@ -50,6 +52,7 @@ class JobLifecycleWorkflow:
     def __init__(self) -> None:
         self._placed = False
         self._cancel = False
+        self._reported = False
         self._state = "queued"
 
     @workflow.signal(name="placed")
@@ -59,6 +62,11 @@ class JobLifecycleWorkflow:
     @workflow.signal(name="cancel")
     def cancel(self) -> None:
         self._cancel = True
+
+    @workflow.signal(name="report")
+    def report(self) -> None:
+        """An agent report changed the job's state (the gateway already applied it): check now."""
+        self._reported = True
 
     @workflow.query(name="state")
     def state(self) -> str:
@@ -82,14 +90,16 @@ class JobLifecycleWorkflow:
                 continue
             poll = inp.min_poll_s
             while self._state not in FINISHED and self._state != "queued":
-                await _wait(lambda: self._cancel, poll)
-                self._cancel = False  # a cancel during the check below wakes the next wait at once
+                await _wait(lambda: self._cancel or self._reported, poll)
+                # A cancel or report during the check below wakes the next wait at once.
+                self._cancel = self._reported = False
                 seq += 1
                 check_input = CheckInput(job_id=inp.job_id, org_id=inp.org_id, seq=seq, run_id=workflow.info().run_id,
                                          lost_grace_s=inp.lost_grace_s)
                 check: CheckOutcome = await _act("jobs.check", check_input, CheckOutcome, timedelta(seconds=60))
+                changed = check.changed or check.state != self._state  # a report changed it before the check
                 self._state = check.state
-                poll = inp.min_poll_s if check.changed else min(inp.max_poll_s, poll * 1.5)
+                poll = inp.min_poll_s if changed else min(inp.max_poll_s, poll * 1.5)
                 if workflow.info().is_continue_as_new_suggested():
                     workflow.continue_as_new(inp)
             if self._state in FINISHED:

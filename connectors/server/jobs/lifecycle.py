@@ -5,9 +5,10 @@
        +---- lost, on_lost=requeue (once) --------+   +--> succeeded | failed | timed_out | cancelled | lost
 
 Every function is idempotent (activities retry): it reads the row ``FOR UPDATE`` and changes it only
-from the states it expects. The status comes from the agent's answer to ``job_status`` commands: the
-runtime already words Kubernetes failures ("image pull failed: ...", "OOMKilled: ...", "evicted: ...",
-"unschedulable: ...").
+from the states it expects. The status comes from the agent: pushed as job reports
+(``connectors.server.jobs.reports``), or, while those are stale, its answer to ``job_status`` commands;
+either way it is the runtime's ``JobStatus``, which already words Kubernetes failures ("image pull
+failed: ...", "OOMKilled: ...", "evicted: ...", "unschedulable: ...").
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import msgspec
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from connectors.protocol import CommandKind, JobSpec, Taint
+from connectors.protocol import JOB_REPORT_FRESH_S, CommandKind, JobSpec, Taint
 from connectors.server.commands import enqueue
 from connectors.server.jobs.models import FINISHED_STATES, Job
 from connectors.server.jobs.service import add_event, notify_scheduler
@@ -31,11 +32,13 @@ from tenants.db import utcnow
 __all__ = [
     "MAX_REQUEUES",
     "JobSnapshot",
+    "StartOutcome",
     "apply_status",
     "dispatch",
     "finish",
     "mark_lost",
     "past",
+    "reports_current",
     "settle_cluster_jobs",
     "snapshot",
     "start_key",
@@ -55,6 +58,7 @@ class JobSnapshot:
     started_at: datetime | None
     max_runtime_s: int | None
     lost_count: int
+    report_received_at: datetime | None = None
 
     @property
     def finished(self) -> bool:
@@ -79,7 +83,8 @@ async def snapshot(session: AsyncSession, job_id: uuid.UUID) -> JobSnapshot | No
     job = row[0]
     return JobSnapshot(state=job.state, cluster_id=str(job.cluster_id) if job.cluster_id else None,
                        cluster_state=row[1], cluster_state_since=row[2], started_at=job.started_at,
-                       max_runtime_s=job.max_runtime_s, lost_count=job.lost_count)
+                       max_runtime_s=job.max_runtime_s, lost_count=job.lost_count,
+                       report_received_at=job.report_received_at)
 
 
 def _spec(job: Job) -> JobSpec:
@@ -114,14 +119,36 @@ async def dispatch(session: AsyncSession, job_id: uuid.UUID) -> str:
     return job.state
 
 
-async def start_outcome(session: AsyncSession, job_id: uuid.UUID) -> tuple[str, str | None]:
-    """The ``start_job`` command's state and error (``("missing", None)`` before it exists)."""
+@dataclass(frozen=True, slots=True)
+class StartOutcome:
+    """The ``start_job`` command as the agent answered it (``state`` is ``missing`` before it exists)."""
+
+    state: str
+    error: str | None = None
+    reports: bool = False  # the agent said it pushes this job's status (job reports)
+    completed_at: datetime | None = None
+
+
+async def start_outcome(session: AsyncSession, job_id: uuid.UUID) -> StartOutcome:
     job = (await session.execute(select(Job).where(Job.id == job_id))).scalar_one_or_none()
     if job is None or job.cluster_id is None:
-        return "missing", None
-    row = (await session.execute(select(AgentCommand.state, AgentCommand.error).where(
-        AgentCommand.cluster_id == job.cluster_id, AgentCommand.dedupe_key == start_key(job)))).first()
-    return (row[0], row[1]) if row else ("missing", None)
+        return StartOutcome(state="missing")
+    row = (await session.execute(
+        select(AgentCommand.state, AgentCommand.error, AgentCommand.result, AgentCommand.completed_at).where(
+            AgentCommand.cluster_id == job.cluster_id, AgentCommand.dedupe_key == start_key(job)))).first()
+    if row is None:
+        return StartOutcome(state="missing")
+    return StartOutcome(state=row[0], error=row[1], reports=bool((row[2] or {}).get("job_reports")),
+                        completed_at=row[3])
+
+
+def reports_current(snap: JobSnapshot, start: StartOutcome) -> bool:
+    """Whether the record is current without asking the agent (``job_status``): a report arrived lately,
+    or the agent said at the start that it pushes this job and its first report may still be on its way.
+    An agent that does not push is asked at once, as before job reports."""
+    if snap.report_received_at is not None:
+        return not past(snap.report_received_at, JOB_REPORT_FRESH_S)
+    return start.reports and start.completed_at is not None and not past(start.completed_at, JOB_REPORT_FRESH_S)
 
 
 async def finish(session: AsyncSession, job_id: uuid.UUID, state: str, reason: str, *, exit_code: int | None = None,

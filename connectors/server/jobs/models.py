@@ -70,6 +70,10 @@ class Job(TenantOwned, Timestamped, Base):
     cancel_requested_at: Mapped[datetime | None] = mapped_column(nullable=True)
     rerun_of: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True)
     workflow_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # The last agent job report taken: when the agent saw it (its clock; an older report is ignored) and
+    # when it arrived (ours; the lifecycle workflow asks with ``job_status`` commands only while it is stale).
+    report_observed_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    report_received_at: Mapped[datetime | None] = mapped_column(nullable=True)
     updated_at: Mapped[datetime] = mapped_column(nullable=False)
 
 

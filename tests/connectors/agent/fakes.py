@@ -21,6 +21,9 @@ from connectors.protocol import (
     Heartbeat,
     HeartbeatResponse,
     Inventory,
+    JobReportAccepted,
+    JobReportAnswer,
+    JobReportBatch,
     JobSpec,
     NodeInventory,
     RegisterRequest,
@@ -44,6 +47,7 @@ class FakeGateway:
         self.results: dict[str, list[CommandResult]] = {}
         self.heartbeats: list[Heartbeat] = []
         self.registrations: list[RegisterRequest] = []
+        self.job_reports: list[JobReportBatch] = []
         self.credentials = {"mca_first"}
         self.issue = "mca_first"
         self.revoked = False
@@ -90,6 +94,12 @@ class FakeGateway:
                 await asyncio.sleep(0.01)  # a short long-poll keeps tests fast
             batch, self.pending = CommandBatch(commands=self.pending), []
             return httpx.Response(200, content=msgspec.json.encode(batch))
+        if path == "/job-reports":
+            batch = msgspec.json.decode(request.content, type=JobReportBatch)
+            self.job_reports.append(batch)
+            answer = JobReportAnswer(accepted=[JobReportAccepted(job_id=r.job_id, state=r.phase, applied=True)
+                                               for r in batch.reports])
+            return httpx.Response(200, content=msgspec.json.encode(answer))
         parts = path.strip("/").split("/")
         if len(parts) == 3 and parts[0] == "commands":
             command_id, action = parts[1], parts[2]
