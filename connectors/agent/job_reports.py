@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -43,11 +43,10 @@ __all__ = ["FINAL_PHASES", "JobReporter", "StatusRuntime"]
 log = logging.getLogger("metacloud.agent")
 
 FINAL_PHASES = frozenset({"succeeded", "failed", "unknown"})
-_LOOKS_AT_ONCE = 16  # runtime status calls in flight (Kubernetes: two API reads each)
 
 
 class StatusRuntime(Protocol):
-    async def job_status(self, job_id: str) -> JobStatus: ...
+    async def job_statuses(self, job_ids: Sequence[str]) -> dict[str, JobStatus]: ...
 
     async def jobs(self) -> list[RunningJob]: ...
 
@@ -104,25 +103,23 @@ class JobReporter:
             self.watch(job.job_id)
         self._adopted = True
 
-    async def _look(self, job_id: str, gate: asyncio.Semaphore) -> JobReport | None:
-        async with gate:
-            try:
-                status = await self.runtime.job_status(job_id)
-            except Exception as exc:  # the runtime is down: no report this round, the gateway's record stands
-                log.debug("job reports: status of %s failed: %r", job_id, exc)
-                return None
-        return JobReport(job_id=job_id, phase=str(status.phase), reason=status.reason, exit_code=status.exit_code,
-                         started_at=status.started_at, finished_at=status.finished_at, observed_at=self.clock())
-
     async def due(self, now: float) -> list[JobReport]:
         """The reports to send: changed since the last acknowledged one, or due for a refresh."""
-        gate = asyncio.Semaphore(_LOOKS_AT_ONCE)
-        looked = await asyncio.gather(*(self._look(job_id, gate) for job_id in list(self.watched)))
+        if not self.watched:
+            return []
+        try:
+            statuses = await self.runtime.job_statuses(list(self.watched))
+        except Exception as exc:  # the runtime is down: no reports this round, the gateway's records stand
+            log.debug("job reports: reading the jobs' status failed: %r", exc)
+            return []
+        observed = self.clock()
         due = []
-        for report in looked:
-            watch = self.watched.get(report.job_id) if report is not None else None
-            if report is not None and watch is not None and (
-                    watch.acked != _key(report) or now - watch.acked_at >= self.refresh_s):
+        for job_id, status in statuses.items():
+            watch = self.watched.get(job_id)
+            report = JobReport(job_id=job_id, phase=str(status.phase), reason=status.reason,
+                               exit_code=status.exit_code, started_at=status.started_at,
+                               finished_at=status.finished_at, observed_at=observed)
+            if watch is not None and (watch.acked != _key(report) or now - watch.acked_at >= self.refresh_s):
                 due.append(report)
         return due
 

@@ -9,6 +9,7 @@ error and logs it.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
@@ -109,6 +110,11 @@ class Runtime(Protocol):
         ...
 
     async def job_status(self, job_id: str) -> JobStatus: ...
+
+    async def job_statuses(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """``job_status`` of many jobs at once, for the agent's reports every few seconds (on Kubernetes
+        two list calls, whatever the number of jobs)."""
+        ...
 
     async def cancel_job(self, job_id: str) -> None:
         """Stop and remove a job; cancelling an unknown or finished job is not an error."""

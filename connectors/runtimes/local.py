@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -281,6 +282,10 @@ class LocalRuntime:
             phase, reason = JobPhase.FAILED, f"exited with code {code}"
         return JobStatus(job_id=job.spec.job_id, phase=phase, reason=reason, exit_code=code,
                          started_at=job.started_at, finished_at=job.finished_at or _now())
+
+    async def job_statuses(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        """One by one: each is a look at a process or a small file on this host."""
+        return {job_id: await self.job_status(job_id) for job_id in job_ids}
 
     async def job_status(self, job_id: str) -> JobStatus:
         job = self._jobs.get(job_id)

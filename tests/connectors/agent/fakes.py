@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -139,6 +139,9 @@ class FakeRuntime:
 
     async def job_status(self, job_id: str) -> JobStatus:
         return JobStatus(job_id=job_id, phase="running")
+
+    async def job_statuses(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        return {job_id: await self.job_status(job_id) for job_id in job_ids}
 
     async def cancel_job(self, job_id: str) -> None:
         self.calls.append(("cancel_job", job_id))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import httpx
 import msgspec
@@ -27,11 +28,11 @@ class ScriptedRuntime:
     def set(self, job_id: str, phase: str, **extra: object) -> None:
         self.status[job_id] = JobStatus(job_id=job_id, phase=phase, **extra)  # type: ignore[arg-type]
 
-    async def job_status(self, job_id: str) -> JobStatus:
-        self.asked.append(job_id)
-        if job_id not in self.status:
+    async def job_statuses(self, job_ids: Sequence[str]) -> dict[str, JobStatus]:
+        self.asked += job_ids
+        if any(job_id not in self.status for job_id in job_ids):
             raise RuntimeFailure("runtime down")
-        return self.status[job_id]
+        return {job_id: self.status[job_id] for job_id in job_ids}
 
     async def jobs(self) -> list[RunningJob]:
         return self.held

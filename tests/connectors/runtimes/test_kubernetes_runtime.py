@@ -207,3 +207,22 @@ async def test_an_unreachable_api_server_is_named_in_the_failure() -> None:
 async def test_a_job_without_an_image_is_refused_before_reaching_the_cluster(runtime: KubernetesRuntime) -> None:
     with pytest.raises(RuntimeFailure, match="needs an image"):
         await runtime.start_job(JobSpec(job_id="j7", name="x"))
+
+
+async def test_statuses_of_many_jobs_at_once_equal_each_jobs_own_status(kube: KubeEmulator,
+                                                                       runtime: KubernetesRuntime) -> None:
+    """What the agent's job reports read every few seconds: one list of Jobs and one of pods for all."""
+    for job_id in ("p1", "p2", "p3"):
+        await runtime.start_job(JobSpec(job_id=job_id, name="x", image="img"))
+    kube.add_pod(NS, "mcj-p1-aaaaa", labels={"metacloud.io/job-id": "p1"}, phase="Running")
+    kube.add_pod(NS, "mcj-p2-bbbbb", labels={"metacloud.io/job-id": "p2"}, phase="Pending")
+    kube.patch("v1/pods", NS, "mcj-p2-bbbbb", {"status": {"containerStatuses": [{"name": "main", "state": {
+        "waiting": {"reason": "ErrImagePull", "message": "not found"}}}]}})
+    kube.patch("batch/v1/jobs", NS, job_name("p3"), {"status": {
+        "succeeded": 1, "startTime": "2026-01-01T00:00:00Z", "completionTime": "2026-01-01T00:05:00Z"}})
+    wanted = ["p1", "p2", "p3", "gone"]
+
+    together = await runtime.job_statuses(wanted)
+
+    assert together == {job_id: await runtime.job_status(job_id) for job_id in wanted}
+    assert [together[j].phase for j in wanted] == ["running", "pending", "succeeded", "unknown"]
