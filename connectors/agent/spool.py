@@ -208,6 +208,16 @@ class Spool:
             self._db.execute("UPDATE subjects SET finished_at = coalesce(finished_at, ?) WHERE subject = ?",
                              (finished_at, subject))
 
+    def subjects_switched(self, ended: Sequence[str], started: Sequence[tuple[str, str, dict[str, Any]]],
+                          at: int) -> None:
+        """End the ``ended`` subjects and start the ``started`` ones (subject, kind, spec) at the second ``at``,
+        in one transaction: a volume resized is never left ended but not restarted."""
+        with self._lock, self._transaction() as cur:
+            cur.executemany("UPDATE subjects SET finished_at = coalesce(finished_at, ?) WHERE subject = ?",
+                            [(at, subject) for subject in ended])
+            cur.executemany("INSERT OR IGNORE INTO subjects (subject, kind, spec, started_at) VALUES (?, ?, ?, ?)",
+                            [(subject, kind, json.dumps(spec, sort_keys=True), at) for subject, kind, spec in started])
+
     def subjects(self) -> list[Subject]:
         with self._lock:
             rows = self._db.execute("SELECT subject, kind, spec, started_at, metered_until, finished_at FROM subjects "

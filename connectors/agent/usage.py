@@ -211,26 +211,14 @@ class UsageMeter:
     async def job_stopped(self, job_id: str) -> None:
         await asyncio.to_thread(self.spool.subject_finished, job_id, int(self.clock().timestamp()))
 
-    async def volume_attached(self, volume: str, size_bytes: int) -> None:
-        """Meter ``volume`` at ``size_bytes`` from now (``sync_volumes`` calls this for what it finds)."""
-        now = int(self.clock().timestamp())
-        await asyncio.to_thread(self.spool.subject_started, volume_key(volume, size_bytes, now), "volume",
-                                {"volume": volume, "bytes": size_bytes}, now)
-
-    async def volume_released(self, volume: str) -> None:
-        """Stop metering ``volume`` now (its windows up to now are still metered)."""
-        now = int(self.clock().timestamp())
-        for subject in await self._open_volumes():
-            if subject.spec["volume"] == volume:
-                await asyncio.to_thread(self.spool.subject_finished, subject.subject, now)
-
     async def _open_volumes(self) -> list[Subject]:
         return [s for s in await asyncio.to_thread(self.spool.subjects) if s.kind == "volume" and s.finished_at is None]
 
     async def sync_volumes(self) -> None:
         """Make the metered volumes those the runtime lists now: start new ones, end gone ones, and
         switch a resized one (the old size ends at the second the new one starts, so no window counts
-        twice). A failed listing changes nothing: metering goes on with the volumes known before."""
+        twice), all in one spool transaction (a crash never leaves a volume ended but not restarted).
+        A failed listing changes nothing: metering goes on with the volumes known before."""
         try:
             listed = await self.runtime.volumes()
         except Exception as exc:  # the runtime is down or not allowed to list: keep what we know
@@ -242,15 +230,23 @@ class UsageMeter:
             log.debug("listing volumes works again")
         self._volumes_failing = False
         wanted = {v.id: v for v in listed}
-        metered = {str(s.spec["volume"]): int(s.spec["bytes"]) for s in await self._open_volumes()}
-        for volume, size in metered.items():
+        open_now = await self._open_volumes()
+        metered = {str(s.spec["volume"]): int(s.spec["bytes"]) for s in open_now}
+        now = int(self.clock().timestamp())
+        ended = []
+        for subject in open_now:
+            volume, size = str(subject.spec["volume"]), int(subject.spec["bytes"])
             if volume not in wanted or wanted[volume].size_bytes != size:
                 log.info("storage: stop metering volume %s at %d bytes", volume, size)
-                await self.volume_released(volume)
+                ended.append(subject.subject)
+        started = []
         for volume, found in wanted.items():
             if metered.get(volume) != found.size_bytes:
                 log.info("storage: metering volume %s (%s) at %d bytes", volume, found.name, found.size_bytes)
-                await self.volume_attached(volume, found.size_bytes)
+                started.append((volume_key(volume, found.size_bytes, now), "volume",
+                                {"volume": volume, "bytes": found.size_bytes}))
+        if ended or started:
+            await asyncio.to_thread(self.spool.subjects_switched, ended, started, now)
 
     async def adopt(self) -> bool:
         """Meter, from their start, the runtime's jobs the spool neither meters nor metered to their end.

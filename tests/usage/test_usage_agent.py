@@ -246,6 +246,18 @@ async def test_a_resized_volume_switches_size_at_one_second_without_overlapping_
     spool.close()
 
 
+def test_a_resize_is_written_all_or_nothing(tmp_path: Path) -> None:
+    """Ending the old size and starting the new one is one spool transaction: if the second half fails, the
+    old size is still metered (ended without a successor, the volume would go unmetered until the next tick)."""
+    spool = Spool(tmp_path / "spool.sqlite3")
+    spool.subjects_switched([], [("pvc-5@1@0", "volume", {"volume": "pvc-5", "bytes": 1})], 0)
+    with pytest.raises(TypeError):  # a spec that cannot be stored: the insert fails after the update ran
+        spool.subjects_switched(["pvc-5@1@0"], [("pvc-5@2@90", "volume", {"bytes": object()})], 90)
+    [kept] = spool.subjects()
+    assert (kept.subject, kept.finished_at) == ("pvc-5@1@0", None)
+    spool.close()
+
+
 async def test_a_failed_listing_keeps_metering_the_volumes_known_before(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     clock, runtime = Clock(T0), Runtime()
