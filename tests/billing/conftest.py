@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
-import json
 import os
 import socket
 import subprocess
@@ -12,7 +10,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
-import asyncpg
 import httpx
 import pytest
 from litestar import Litestar
@@ -25,8 +22,6 @@ from gateway.app import create_app
 from gateway.runtime import TemporalHandle
 from tenants.settings import Settings
 
-_PLANS = importlib.import_module("infra.migrations.versions.0008_jobs").PLANS
-_PAYG = importlib.import_module("infra.migrations.versions.0009_usage").PAYG
 LOCAL_KEY = "sk_test_local"
 
 
@@ -77,33 +72,13 @@ def gateway(bsettings: Settings) -> StripeGateway:
 
 
 @pytest.fixture
-async def priced(db: async_sessionmaker[AsyncSession], owner_conn: asyncpg.Connection) -> None:
-    """The plans and the list prices the migrations seed (the ``db`` fixture empties every table after a test)."""
-    for name, title, order, caps in _PLANS:
-        await owner_conn.execute("INSERT INTO plans (name, title, sort_order) VALUES ($1, $2, $3) "
-                                 "ON CONFLICT DO NOTHING", name, title, order)
-        for resource, cap in caps.items():
-            await owner_conn.execute("INSERT INTO plan_entitlements (plan, resource, cap) VALUES ($1, $2, $3) "
-                                     "ON CONFLICT DO NOTHING", name, resource, cap)
-    await owner_conn.execute(
-        "INSERT INTO rate_cards (id, plan, effective_from, currency, vcpu_hour_micros, memory_gib_hour_micros, "
-        "gpu_hour_micros, gpu_default_hour_micros, storage_gib_month_micros, free_vcpu_millis, free_memory_bytes, "
-        "note) VALUES (gen_random_uuid(), 'payg', '2024-01-01 00:00:00+00', 'usd', $1, $2, $3::jsonb, $4, $5, $6, $7,"
-        " 'list prices') ON CONFLICT DO NOTHING",
-        _PAYG["vcpu_hour_micros"], _PAYG["memory_gib_hour_micros"], json.dumps(_PAYG["gpu_hour_micros"]),
-        _PAYG["gpu_default_hour_micros"], _PAYG["storage_gib_month_micros"], _PAYG["free_vcpu_millis"],
-        _PAYG["free_memory_bytes"])
-
-
-@pytest.fixture
 def period() -> Period:
     """Last month: closed in real life, and its usage partition exists (the migration makes last month's)."""
     return previous_period(datetime.now(UTC))
 
 
 @pytest.fixture
-def app(bsettings: Settings, engine: AsyncEngine, temporal_client: Client, db: async_sessionmaker[AsyncSession],
-        priced: None) -> Litestar:
+def app(bsettings: Settings, engine: AsyncEngine, temporal_client: Client, db: async_sessionmaker[AsyncSession]) -> Litestar:
     return create_app(bsettings, engine=engine, temporal=TemporalHandle(bsettings, client=temporal_client))
 
 

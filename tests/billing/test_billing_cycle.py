@@ -26,7 +26,7 @@ from tenants.settings import Settings
 from tests.billing.world import close, owner_scope, payg_org, stripe_invoices_of, usage
 from tests.factories import make_org, make_user
 
-pytestmark = pytest.mark.usefixtures("priced")
+pytestmark = pytest.mark.usefixtures("db")
 
 
 async def _ledger(db: async_sessionmaker[AsyncSession], org_id: uuid.UUID) -> tuple[Invoice, list[InvoiceLine]]:

@@ -29,7 +29,7 @@ from workflows.billing.activities import BillingActivities
 from workflows.billing.types import DunningInput, DunningState, DunningStep
 from workflows.billing.workflow import DunningWorkflow
 
-pytestmark = pytest.mark.usefixtures("priced")
+pytestmark = pytest.mark.usefixtures("db")
 
 JOB = {"name": "train", "image": "python:3.12", "command": ["python", "-c", "print(1)"],
        "resources": {"cpu": 1, "memory": "1Gi"}}

@@ -21,7 +21,7 @@ from tests.billing.helpers import GIB, add_usage
 from tests.billing.world import close, payg_org, usage
 from tests.factories import add_member, make_api_key, make_org, make_user, sign_in
 
-pytestmark = pytest.mark.usefixtures("priced")
+pytestmark = pytest.mark.usefixtures("db")
 HTML = {"accept": "text/html"}
 
 

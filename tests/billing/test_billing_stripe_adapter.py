@@ -209,7 +209,7 @@ def test_an_old_signature_is_refused_after_the_tolerance() -> None:
 
 
 async def test_production_upgrade_goes_through_checkout_in_setup_mode(
-        db: async_sessionmaker[AsyncSession], settings: Settings, priced: None) -> None:
+        db: async_sessionmaker[AsyncSession], settings: Settings) -> None:
     def answer(m: str, p: str, q: dict[str, str]) -> Answer:
         return {
             "/v1/customers/search": _ok({"object": "search_result", "data": [], "has_more": False}),

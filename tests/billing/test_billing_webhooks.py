@@ -28,7 +28,7 @@ from tests.billing.helpers import invoice_event, signed
 from tests.billing.world import PaygOrg, close, payg_org, usage
 from tests.factories import make_api_key, make_org, make_user
 
-pytestmark = pytest.mark.usefixtures("priced")
+pytestmark = pytest.mark.usefixtures("db")
 
 
 async def _failed_invoice(db: async_sessionmaker[AsyncSession], conn: asyncpg.Connection, gateway: StripeGateway,

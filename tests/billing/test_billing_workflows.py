@@ -24,7 +24,7 @@ from workflows.billing.client import close_now, ensure_schedule
 from workflows.billing.types import CloseResult, MonthlyCloseInput, close_workflow_id
 from workflows.billing.workflow import BILLING_WORKFLOWS
 
-pytestmark = pytest.mark.usefixtures("priced")
+pytestmark = pytest.mark.usefixtures("db")
 
 
 @pytest.fixture

@@ -2,14 +2,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import asyncpg
 import httpx
 import msgspec
 import pytest
@@ -35,18 +33,6 @@ from workflows.registry import Dependencies
 from workflows.worker import build_worker
 
 GiB = 1 << 30
-_PLANS = importlib.import_module("infra.migrations.versions.0008_jobs").PLANS
-
-
-@pytest.fixture
-async def plans(db: async_sessionmaker[AsyncSession], owner_conn: asyncpg.Connection) -> None:
-    """The plans the migration seeds (the suite's ``db`` fixture truncates every table after a test)."""
-    for name, title, order, caps in _PLANS:
-        await owner_conn.execute("INSERT INTO plans (name, title, sort_order) VALUES ($1, $2, $3) "
-                                 "ON CONFLICT DO NOTHING", name, title, order)
-        for resource, cap in caps.items():
-            await owner_conn.execute("INSERT INTO plan_entitlements (plan, resource, cap) VALUES ($1, $2, $3) "
-                                     "ON CONFLICT DO NOTHING", name, resource, cap)
 
 
 @pytest.fixture
@@ -60,8 +46,7 @@ def jsettings(settings: Settings, queue: str) -> Settings:
 
 
 @pytest.fixture
-def app(jsettings: Settings, engine: AsyncEngine, temporal_client: Client, db: async_sessionmaker[AsyncSession],
-        plans: None) -> Litestar:
+def app(jsettings: Settings, engine: AsyncEngine, temporal_client: Client, db: async_sessionmaker[AsyncSession]) -> Litestar:
     return create_app(jsettings, engine=engine, temporal=TemporalHandle(jsettings, client=temporal_client))
 
 
@@ -91,7 +76,7 @@ async def _key_for(db: async_sessionmaker[AsyncSession], org: MadeOrg, user: Mad
 
 
 @pytest.fixture
-async def owner(db: async_sessionmaker[AsyncSession], plans: None) -> Member:
+async def owner(db: async_sessionmaker[AsyncSession]) -> Member:
     user = await make_user(db)
     org = await make_org(db, members={user.id: "owner"})
     return Member(org=org, user=user, headers={"Authorization": f"Bearer {await _key_for(db, org, user, 'owner')}"})

@@ -56,7 +56,7 @@ async def _bulk(owner_conn: asyncpg.Connection, org_id: uuid.UUID, n: int) -> No
 
 
 async def test_two_schedulers_racing_never_place_a_job_twice(
-    db: async_sessionmaker[AsyncSession], owner_conn: asyncpg.Connection, plans: None
+    db: async_sessionmaker[AsyncSession], owner_conn: asyncpg.Connection
 ) -> None:
     scope = await _org(db)
     await make_cluster(db, scope.org_id, "c1", cpu_nodes(count=2, cpus=24))
@@ -75,7 +75,7 @@ async def test_two_schedulers_racing_never_place_a_job_twice(
 
 
 async def test_a_stale_placement_loses_the_compare_and_set(
-    db: async_sessionmaker[AsyncSession], plans: None
+    db: async_sessionmaker[AsyncSession]
 ) -> None:
     scope = await _org(db)
     cluster = await make_cluster(db, scope.org_id, "c1", cpu_nodes())
@@ -89,7 +89,7 @@ async def test_a_stale_placement_loses_the_compare_and_set(
 
 
 async def test_placed_jobs_hold_capacity_before_the_inventory_shows_them(
-    db: async_sessionmaker[AsyncSession], plans: None
+    db: async_sessionmaker[AsyncSession]
 ) -> None:
     scope = await _org(db)
     await make_cluster(db, scope.org_id, "small", cpu_nodes(cpus=4))
@@ -99,7 +99,7 @@ async def test_placed_jobs_hold_capacity_before_the_inventory_shows_them(
     assert (len(first.placed), len(second.placed)) == (2, 0)
 
 
-async def test_free_plan_caps_count_across_clusters(db: async_sessionmaker[AsyncSession], plans: None) -> None:
+async def test_free_plan_caps_count_across_clusters(db: async_sessionmaker[AsyncSession]) -> None:
     scope = await _org(db, plan="free")
     await make_cluster(db, scope.org_id, "a", cpu_nodes(cpus=6))
     await make_cluster(db, scope.org_id, "b", cpu_nodes(cpus=6))
@@ -109,7 +109,7 @@ async def test_free_plan_caps_count_across_clusters(db: async_sessionmaker[Async
 
 
 async def test_dispatch_sends_start_job_with_gpu_toleration_selector_and_limits(
-    db: async_sessionmaker[AsyncSession], owner_conn: asyncpg.Connection, plans: None
+    db: async_sessionmaker[AsyncSession], owner_conn: asyncpg.Connection
 ) -> None:
     scope = await _org(db)
     cluster = await make_cluster(db, scope.org_id, "gpu", gpu_nodes(free=4))
@@ -128,7 +128,7 @@ async def test_dispatch_sends_start_job_with_gpu_toleration_selector_and_limits(
 
 
 async def test_kubernetes_failures_reach_the_job_as_plain_reasons(
-    db: async_sessionmaker[AsyncSession], plans: None
+    db: async_sessionmaker[AsyncSession]
 ) -> None:
     scope = await _org(db)
     await make_cluster(db, scope.org_id, "c", cpu_nodes())
@@ -153,7 +153,7 @@ async def test_kubernetes_failures_reach_the_job_as_plain_reasons(
 
 
 async def test_a_lost_job_is_requeued_once_then_marked_lost(
-    db: async_sessionmaker[AsyncSession], owner_conn: asyncpg.Connection, plans: None
+    db: async_sessionmaker[AsyncSession], owner_conn: asyncpg.Connection
 ) -> None:
     scope = await _org(db)
     await make_cluster(db, scope.org_id, "c", cpu_nodes())
